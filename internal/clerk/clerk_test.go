@@ -1,0 +1,181 @@
+package clerk_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/clerksync/clerksync/internal/clerk"
+)
+
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseEnvelope(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		body string
+		want clerk.Envelope
+		err  error
+	}{
+		{"user event", `{"type":"user.created","data":{"id":"user_1"}}`, clerk.Envelope{Type: "user.created", DataID: "user_1"}, nil},
+		{"other event without id", `{"type":"session.created","data":{}}`, clerk.Envelope{Type: "session.created"}, nil},
+		{"not json", `nope`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"array", `[1]`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"no type", `{"data":{}}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"type not string", `{"type":1,"data":{}}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"type null", `{"type":null,"data":{}}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"no data", `{"type":"user.created"}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"data not object", `{"type":"user.created","data":[]}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"user event without id", `{"type":"user.created","data":{}}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"user event numeric id", `{"type":"user.updated","data":{"id":7}}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"user event empty id", `{"type":"user.updated","data":{"id":""}}`, clerk.Envelope{}, clerk.ErrMalformed},
+		{"bad type", `{"type":"user.>","data":{"id":"u"}}`, clerk.Envelope{}, clerk.ErrInvalidType},
+		{"one segment", `{"type":"user","data":{"id":"u"}}`, clerk.Envelope{}, clerk.ErrInvalidType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := clerk.ParseEnvelope([]byte(tt.body))
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("error = %v, want %v", err, tt.err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseUserEventFixtures(t *testing.T) {
+	t.Parallel()
+	created, err := clerk.ParseUserEvent(fixture(t, "user.created.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := time.UnixMilli(1654012591514).UTC()
+	want := clerk.UserEvent{
+		Type:        clerk.UserCreated,
+		ClerkUserID: "user_29w83sxmDNGwOuEthce5gg56FcC",
+		Timestamp:   time.UnixMilli(1654012591835).UTC(),
+		User: &clerk.User{
+			ID:        "user_29w83sxmDNGwOuEthce5gg56FcC",
+			Email:     ptr("example@example.org"),
+			FirstName: ptr("Example"),
+			LastName:  ptr("Example"),
+			ImageURL:  ptr("https://img.clerk.com/xxxxxx"),
+			CreatedAt: &ct,
+			UpdatedAt: time.UnixMilli(1654012591835).UTC(),
+		},
+	}
+	created.User.Data = nil
+	if diff := cmp.Diff(want, created); diff != "" {
+		t.Errorf("user.created (-want +got)\n%s", diff)
+	}
+
+	deleted, err := clerk.ParseUserEvent(fixture(t, "user.deleted.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDeleted := clerk.UserEvent{Type: clerk.UserDeleted, ClerkUserID: "user_29wBMCtzATuFJut8jO2VNTVekS4", Timestamp: time.UnixMilli(1661861640000).UTC()}
+	if diff := cmp.Diff(wantDeleted, deleted); diff != "" {
+		t.Errorf("user.deleted (-want +got)\n%s", diff)
+	}
+}
+
+func TestParseUserEventRejects(t *testing.T) {
+	t.Parallel()
+	tests := map[string]string{
+		"not a user event":        `{"type":"session.created","data":{"id":"u"}}`,
+		"no updated_at":           `{"type":"user.updated","timestamp":1,"data":{"id":"u"}}`,
+		"updated_at string":       `{"type":"user.updated","timestamp":1,"data":{"id":"u","updated_at":"x"}}`,
+		"updated_at float":        `{"type":"user.updated","timestamp":1,"data":{"id":"u","updated_at":1.5}}`,
+		"updated_at huge":         `{"type":"user.updated","timestamp":1,"data":{"id":"u","updated_at":99999999999999999}}`,
+		"delete without time":     `{"type":"user.deleted","data":{"id":"u","deleted":true}}`,
+		"delete without id":       `{"type":"user.deleted","timestamp":1,"data":{"deleted":true}}`,
+		"names of the wrong type": `{"type":"user.created","timestamp":1,"data":{"id":"u","updated_at":1,"first_name":3}}`,
+	}
+	for name, body := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := clerk.ParseUserEvent([]byte(body)); !errors.Is(err, clerk.ErrMalformed) {
+				t.Fatalf("error = %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestPrimaryEmail(t *testing.T) {
+	t.Parallel()
+	body := `{"type":"user.updated","timestamp":1,"data":{"id":"u","updated_at":2,
+		"primary_email_address_id":"idn_b",
+		"email_addresses":[{"id":"idn_a","email_address":"a@x"},{"id":"idn_b","email_address":"b@x"}]}}`
+	ev, err := clerk.ParseUserEvent([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.User.Email == nil || *ev.User.Email != "b@x" {
+		t.Fatalf("email = %v, want b@x", ev.User.Email)
+	}
+	body = `{"type":"user.updated","timestamp":1,"data":{"id":"u","updated_at":2,"primary_email_address_id":null,
+		"email_addresses":[{"id":"idn_a","email_address":"a@x"}]}}`
+	if ev, err = clerk.ParseUserEvent([]byte(body)); err != nil || ev.User.Email != nil {
+		t.Fatalf("null primary id: email = %v, err = %v; want nil, nil", ev.User.Email, err)
+	}
+}
+
+func FuzzParseEnvelope(f *testing.F) {
+	for _, name := range []string{"user.created.json", "user.updated.json", "user.deleted.json"} {
+		f.Add(fixture(f, name))
+	}
+	f.Add([]byte(`{"type":"user.created","data":{"id":"u"}}`))
+	f.Add([]byte(`{"type":"a.b","data":{}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		env, err := clerk.ParseEnvelope(body)
+		if err != nil {
+			if !errors.Is(err, clerk.ErrMalformed) && !errors.Is(err, clerk.ErrInvalidType) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		if env.Type == "" {
+			t.Fatal("accepted an envelope without a type")
+		}
+		if len(env.Type) > 5 && env.Type[:5] == "user." && env.DataID == "" {
+			t.Fatal("accepted a user event without data.id")
+		}
+	})
+}
+
+func FuzzParseUserEvent(f *testing.F) {
+	for _, name := range []string{"user.created.json", "user.updated.json", "user.deleted.json"} {
+		f.Add(fixture(f, name))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := clerk.ParseUserEvent(body)
+		if err != nil {
+			if !errors.Is(err, clerk.ErrMalformed) {
+				t.Fatalf("error does not wrap ErrMalformed: %v", err)
+			}
+			return
+		}
+		if ev.ClerkUserID == "" {
+			t.Fatal("accepted an event without a user id")
+		}
+		if (ev.Type == clerk.UserDeleted) != (ev.User == nil) {
+			t.Fatalf("type %s with user %v", ev.Type, ev.User)
+		}
+	})
+}
+
+func ptr[T any](v T) *T { return &v }

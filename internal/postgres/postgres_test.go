@@ -1,0 +1,59 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+
+	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
+	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
+)
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	// The template is migrated already: running again must apply nothing and not fail.
+	for range 2 {
+		if err := postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := dbsqlc.New(pool).CountProcessedEvents(ctx)
+	if err != nil || n != 0 {
+		t.Fatalf("CountProcessedEvents = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestInTxRollsBackOnError(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	err := postgres.InTx(ctx, pool, func(q *dbsqlc.Queries) error {
+		if _, err := q.InsertProcessedEvents(ctx, dbsqlc.InsertProcessedEventsParams{
+			EventIds: []string{"msg_1"}, EventTypes: []string{"user.created"},
+			ClerkUserIds: []string{"user_1"}, StreamSeqs: []int64{1},
+		}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("InTx error = %v, want %v", err, boom)
+	}
+	if n, _ := dbsqlc.New(pool).CountProcessedEvents(ctx); n != 0 {
+		t.Fatalf("rolled-back insert left %d rows", n)
+	}
+}
+
+func TestUnavailableWhenServerUnreachable(t *testing.T) {
+	t.Parallel()
+	// Port 1 on loopback refuses connections.
+	_, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
+	if !postgres.IsUnavailable(err) {
+		t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
+	}
+}
