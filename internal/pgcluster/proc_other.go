@@ -1,0 +1,19 @@
+//go:build unix && !linux
+
+package pgcluster
+
+import (
+	"errors"
+	"syscall"
+)
+
+// sysProcAttr runs the postmaster as cred, in its own process group. Without Linux's
+// parent-death signal, a server whose starter is killed outright keeps running until stopped.
+func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+}
+
+// ProcessesIn is only implemented on Linux.
+func ProcessesIn(dir string) ([]int, error) {
+	return nil, errors.New("pgcluster: ProcessesIn needs Linux's /proc")
+}
