@@ -1,17 +1,23 @@
--- name: UpsertUsers :execrows
--- Applies at most one version per user (the batch is folded first). A live row changes only when
--- the incoming version (clerk_updated_at, version_event_id) is newer, or equal when reapplying
--- after a projection fix; a tombstone never changes. rows is a JSON array of objects with the
--- keys of the column list below.
+-- name: ApplyUsers :many
+-- Writes at most one version per user (the worker folds each batch first, so no statement touches
+-- a row twice) and returns the clerk_user_id of every row it wrote. A row in @rows is either a live
+-- version (deleted_at NULL) or a tombstone (deleted_at set, every Clerk-derived column NULL):
+--   - a live version replaces a live row only when its version (clerk_updated_at,
+--     version_event_id, compared as bytes) is newer, or equal when @reapply repairs a projection;
+--   - a tombstone replaces a live row, and an older tombstone (the earliest delete wins, so the
+--     result does not depend on the order deletes arrive in); nothing replaces it otherwise.
+-- Rows are inserted in clerk_user_id order so concurrent workers lock users in one order, and
+-- every conflicting row stays locked to the end of the transaction even when it is not updated.
 INSERT INTO users AS u (
     user_id, clerk_user_id, email, username, first_name, last_name, image_url,
-    clerk_data, clerk_created_at, clerk_updated_at, version_event_id)
+    clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
 SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
-       r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id
+       r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
 FROM jsonb_to_recordset(@rows::jsonb) AS r(
     user_id uuid, clerk_user_id text, email text, username text, first_name text, last_name text,
     image_url text, clerk_data jsonb, clerk_created_at timestamptz, clerk_updated_at timestamptz,
-    version_event_id text)
+    version_event_id text, deleted_at timestamptz)
+ORDER BY r.clerk_user_id COLLATE "C"
 ON CONFLICT (clerk_user_id) DO UPDATE SET
     email            = excluded.email,
     username         = excluded.username,
@@ -22,55 +28,52 @@ ON CONFLICT (clerk_user_id) DO UPDATE SET
     clerk_created_at = excluded.clerk_created_at,
     clerk_updated_at = excluded.clerk_updated_at,
     version_event_id = excluded.version_event_id,
-    updated_at       = now()
-WHERE u.deleted_at IS NULL
-  AND (u.clerk_updated_at IS NULL
-       OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
-          > (u.clerk_updated_at, u.version_event_id COLLATE "C")
-       OR (@reapply::boolean
-           AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
-               = (u.clerk_updated_at, u.version_event_id COLLATE "C")));
-
--- name: TombstoneUsers :execrows
--- Marks users deleted, scrubbing every Clerk-derived column. deleted_at is the earliest delete
--- event's timestamp, so the tombstone does not depend on the order deletes arrive in.
-INSERT INTO users AS u (user_id, clerk_user_id, deleted_at)
-SELECT unnest(@user_ids::uuid[]), unnest(@clerk_user_ids::text[]), unnest(@deleted_ats::timestamptz[])
-ON CONFLICT (clerk_user_id) DO UPDATE SET
-    email            = NULL,
-    username         = NULL,
-    first_name       = NULL,
-    last_name        = NULL,
-    image_url        = NULL,
-    clerk_data       = NULL,
-    clerk_created_at = NULL,
-    clerk_updated_at = NULL,
-    version_event_id = NULL,
     deleted_at       = LEAST(u.deleted_at, excluded.deleted_at),
     updated_at       = now()
-WHERE u.deleted_at IS NULL OR excluded.deleted_at < u.deleted_at;
+WHERE CASE
+    WHEN excluded.deleted_at IS NOT NULL THEN
+        u.deleted_at IS NULL
+        OR excluded.deleted_at < u.deleted_at
+        OR (@reapply::boolean AND excluded.deleted_at = u.deleted_at)
+    ELSE
+        u.deleted_at IS NULL
+        AND (u.clerk_updated_at IS NULL
+             OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                > (u.clerk_updated_at, u.version_event_id COLLATE "C")
+             OR (@reapply::boolean
+                 AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                     = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
+    END
+RETURNING u.clerk_user_id;
 
--- name: EnsureSubscriptions :execrows
--- Gives every user without one its free, active subscription. subscription_id is derived from
--- the user_id by the caller so rebuilds keep it.
-INSERT INTO subscriptions (subscription_id, user_id)
-SELECT unnest(@subscription_ids::uuid[]), unnest(@user_ids::uuid[])
-ON CONFLICT (user_id) DO NOTHING;
+-- name: SyncSubscriptions :execrows
+-- Brings the subscriptions of the given users in line with their users rows: a user without one
+-- gets it (free and active, or canceled for a tombstone, also when the delete was the first event
+-- seen); a tombstone's active subscription is canceled. subscription_id is derived from user_id by
+-- the caller, so rebuilds keep it. Nothing else is touched: tier and the rest belong to the product.
+INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
+SELECT i.subscription_id, u.user_id,
+       CASE WHEN u.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
+       CASE WHEN u.deleted_at IS NULL THEN NULL ELSE now() END
+FROM (SELECT unnest(@user_ids::uuid[]) AS user_id, unnest(@subscription_ids::uuid[]) AS subscription_id) AS i
+JOIN users u ON u.user_id = i.user_id
+ORDER BY u.user_id
+ON CONFLICT (user_id) DO UPDATE SET
+    status      = 'canceled',
+    canceled_at = now(),
+    updated_at  = now()
+WHERE excluded.status = 'canceled' AND s.status <> 'canceled';
 
--- name: CancelSubscriptions :execrows
-UPDATE subscriptions
-SET status = 'canceled', canceled_at = now(), updated_at = now()
-WHERE user_id = ANY(@user_ids::uuid[]) AND status <> 'canceled';
-
--- name: ClearUsagePeriods :execrows
--- A tombstone keeps no Clerk-derived data, the sign-up time included.
-UPDATE usage_metrics
-SET period_start = NULL, updated_at = now()
-WHERE user_id = ANY(@user_ids::uuid[]) AND period_start IS NOT NULL;
-
--- name: EnsureUsageMetrics :execrows
--- Gives every user without one its zeroed usage row; period_start is the Clerk sign-up time when
--- known (NULL for a user first seen deleted).
-INSERT INTO usage_metrics (user_id, period_start)
-SELECT unnest(@user_ids::uuid[]), unnest(@period_starts::timestamptz[])
-ON CONFLICT (user_id) DO NOTHING;
+-- name: SyncUsageMetrics :execrows
+-- Gives every given user without one its zeroed usage row, and keeps period_start equal to the
+-- user's Clerk sign-up time (NULL on a tombstone), so it is a function of the events. The counters
+-- belong to the product and are never touched here.
+INSERT INTO usage_metrics AS m (user_id, period_start)
+SELECT u.user_id, u.clerk_created_at
+FROM users u
+WHERE u.user_id = ANY(@user_ids::uuid[])
+ORDER BY u.user_id
+ON CONFLICT (user_id) DO UPDATE SET
+    period_start = excluded.period_start,
+    updated_at   = now()
+WHERE m.period_start IS DISTINCT FROM excluded.period_start;

@@ -1,0 +1,326 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/clerksync/clerksync/internal/clerk"
+	"github.com/clerksync/clerksync/internal/event"
+	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
+)
+
+// message is one stream message as the apply code sees it, whichever path read it: the durable
+// consumer, a replay, or a dead letter being retried.
+type message struct {
+	Seq     uint64
+	Subject string
+	EventID string // the svix-id
+	Body    []byte
+}
+
+// outcome is what became of one message; it is also the "outcome" label of the events metric.
+type outcome string
+
+const (
+	outcomeApplied      outcome = "applied"       // its version is now the user's row
+	outcomeDuplicate    outcome = "duplicate"     // its svix-id was already in processed_events
+	outcomeStale        outcome = "stale"         // recorded, but a newer version (or a tombstone) wins
+	outcomeIgnored      outcome = "ignored"       // an event type the worker does not apply
+	outcomeDeadLettered outcome = "dead_lettered" // parked in dead_letters
+	outcomeRetried      outcome = "retried"       // failed with Postgres reachable, NAKed with a delay
+)
+
+// decoded is a message after parsing. Event is nil for a type the worker does not apply (a user.*
+// event other than created, updated and deleted): such a message is acknowledged and counted.
+type decoded struct {
+	message
+	Type  string
+	Event *clerk.UserEvent
+}
+
+// decode parses m. An error means m can never apply: it is poison, to be parked in dead_letters.
+func decode(m message) (decoded, error) {
+	env, err := clerk.ParseEnvelope(m.Body)
+	if err != nil {
+		return decoded{message: m}, fmt.Errorf("parsing event: %w", err)
+	}
+	d := decoded{message: m, Type: env.Type}
+	switch env.Type {
+	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
+	default:
+		return d, nil
+	}
+	if m.EventID == "" {
+		return d, fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
+	}
+	ev, err := clerk.ParseUserEvent(m.Body)
+	if err != nil {
+		return d, fmt.Errorf("parsing %s: %w", env.Type, err)
+	}
+	d.Event = &ev
+	return d, nil
+}
+
+// metricType is the "type" label of a message: one of the types the worker applies, else "other",
+// so an unknown event type cannot grow the metric without bound.
+func metricType(typ string) string {
+	switch typ {
+	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
+		return typ
+	}
+	return "other"
+}
+
+// UserID is the users.user_id of a Clerk user: UUIDv5 of "clerk:" + its id, stable across replays
+// and rebuilds.
+func UserID(clerkUserID string) uuid.UUID {
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID))
+}
+
+// SubscriptionID is the subscription_id of a Clerk user's subscription, derived like UserID so a
+// rebuild keeps it.
+func SubscriptionID(clerkUserID string) uuid.UUID {
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID+":subscription"))
+}
+
+// userRow is one element of ApplyUsers' @rows: a live version, or a tombstone (DeletedAt set and
+// every Clerk-derived field empty).
+type userRow struct {
+	UserID         uuid.UUID       `json:"user_id"`
+	ClerkUserID    string          `json:"clerk_user_id"`
+	Email          *string         `json:"email"`
+	Username       *string         `json:"username"`
+	FirstName      *string         `json:"first_name"`
+	LastName       *string         `json:"last_name"`
+	ImageURL       *string         `json:"image_url"`
+	ClerkData      json.RawMessage `json:"clerk_data,omitempty"` // absent, not JSON null, on a tombstone
+	ClerkCreatedAt *time.Time      `json:"clerk_created_at"`
+	ClerkUpdatedAt *time.Time      `json:"clerk_updated_at"`
+	VersionEventID *string         `json:"version_event_id"`
+	DeletedAt      *time.Time      `json:"deleted_at"`
+}
+
+// applyEvents applies evs (all decoded user events) with q, bound to one transaction, and returns
+// each one's outcome. It records the svix-ids in processed_events, folds the new events per user
+// (any delete makes a tombstone at the earliest delete's timestamp; otherwise the greatest version
+// (data.updated_at, svix-id as bytes) wins), then writes each user at most once. With reapply the
+// ledger does not filter: every event is folded again and an equal version is rewritten.
+func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply bool) ([]outcome, error) {
+	outcomes := make([]outcome, len(evs))
+	fresh := make([]bool, len(evs))
+
+	// A svix-id may come twice in one batch (a Svix retry outside the stream's duplicate window):
+	// the first copy stands for both. The ledger is written in svix-id order, the lock order every
+	// worker shares.
+	first := make(map[string]int, len(evs))
+	for i, e := range evs {
+		if _, seen := first[e.EventID]; seen {
+			outcomes[i] = outcomeDuplicate
+			continue
+		}
+		first[e.EventID] = i
+	}
+	order := make([]int, 0, len(first))
+	for _, i := range first {
+		order = append(order, i)
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(evs[a].EventID, evs[b].EventID) })
+	ledger := dbsqlc.InsertProcessedEventsParams{
+		EventIds:     make([]string, len(order)),
+		EventTypes:   make([]string, len(order)),
+		ClerkUserIds: make([]string, len(order)),
+		StreamSeqs:   make([]int64, len(order)),
+	}
+	for k, i := range order {
+		ledger.EventIds[k] = evs[i].EventID
+		ledger.EventTypes[k] = evs[i].Type
+		ledger.ClerkUserIds[k] = evs[i].Event.ClerkUserID
+		ledger.StreamSeqs[k] = int64(evs[i].Seq)
+	}
+	newIDs, err := q.InsertProcessedEvents(ctx, ledger)
+	if err != nil {
+		return nil, fmt.Errorf("recording processed events: %w", err)
+	}
+	for _, id := range newIDs {
+		fresh[first[id]] = true
+	}
+	for _, i := range order {
+		if reapply {
+			fresh[i] = true
+		}
+		if !fresh[i] {
+			outcomes[i] = outcomeDuplicate
+		}
+	}
+
+	// Fold: per user, the index of the event that decides its row.
+	winners := make(map[string]int)
+	for i, e := range evs {
+		if !fresh[i] {
+			continue
+		}
+		w, ok := winners[e.Event.ClerkUserID]
+		if !ok || beats(e.Event, evs[i].EventID, evs[w].Event, evs[w].EventID) {
+			winners[e.Event.ClerkUserID] = i
+		}
+	}
+	if len(winners) == 0 {
+		return outcomes, nil
+	}
+	rows := make([]userRow, 0, len(winners))
+	for _, i := range winners {
+		rows = append(rows, newUserRow(evs[i]))
+	}
+	slices.SortFunc(rows, func(a, b userRow) int { return cmp.Compare(a.ClerkUserID, b.ClerkUserID) })
+	rowsJSON, err := json.Marshal(rows)
+	if err != nil {
+		return nil, fmt.Errorf("encoding users: %w", err)
+	}
+	written, err := q.ApplyUsers(ctx, dbsqlc.ApplyUsersParams{Rows: rowsJSON, Reapply: reapply})
+	if err != nil {
+		return nil, fmt.Errorf("applying users: %w", err)
+	}
+
+	// Only a written users row can change what its subscription and usage row derive from.
+	if len(written) > 0 {
+		slices.Sort(written)
+		userIDs := make([]uuid.UUID, len(written))
+		subIDs := make([]uuid.UUID, len(written))
+		for k, id := range written {
+			userIDs[k], subIDs[k] = UserID(id), SubscriptionID(id)
+		}
+		if _, err := q.SyncSubscriptions(ctx, dbsqlc.SyncSubscriptionsParams{UserIds: userIDs, SubscriptionIds: subIDs}); err != nil {
+			return nil, fmt.Errorf("syncing subscriptions: %w", err)
+		}
+		if _, err := q.SyncUsageMetrics(ctx, userIDs); err != nil {
+			return nil, fmt.Errorf("syncing usage metrics: %w", err)
+		}
+	}
+
+	for i, e := range evs {
+		if !fresh[i] {
+			continue
+		}
+		outcomes[i] = outcomeStale
+		if winners[e.Event.ClerkUserID] == i && slices.Contains(written, e.Event.ClerkUserID) {
+			outcomes[i] = outcomeApplied
+		}
+	}
+	return outcomes, nil
+}
+
+// beats reports whether event a (svix-id aID) decides a user's row over event b: a delete beats any
+// live version and a later delete; between live versions the greater (updated_at, svix-id) wins,
+// svix-ids compared as bytes like COLLATE "C".
+func beats(a *clerk.UserEvent, aID string, b *clerk.UserEvent, bID string) bool {
+	aDel, bDel := a.User == nil, b.User == nil
+	switch {
+	case aDel && bDel:
+		if !a.Timestamp.Equal(b.Timestamp) {
+			return a.Timestamp.Before(b.Timestamp)
+		}
+		return aID < bID
+	case aDel != bDel:
+		return aDel
+	}
+	if !a.User.UpdatedAt.Equal(b.User.UpdatedAt) {
+		return a.User.UpdatedAt.After(b.User.UpdatedAt)
+	}
+	return aID > bID
+}
+
+func newUserRow(d decoded) userRow {
+	ev := d.Event
+	row := userRow{UserID: UserID(ev.ClerkUserID), ClerkUserID: ev.ClerkUserID}
+	if ev.User == nil {
+		ts := ev.Timestamp
+		row.DeletedAt = &ts
+		return row
+	}
+	u := ev.User
+	updated, version := u.UpdatedAt, d.EventID
+	row.Email, row.Username, row.FirstName, row.LastName, row.ImageURL = u.Email, u.Username, u.FirstName, u.LastName, u.ImageURL
+	row.ClerkData = u.Data
+	row.ClerkCreatedAt = u.CreatedAt
+	row.ClerkUpdatedAt = &updated
+	row.VersionEventID = &version
+	return row
+}
+
+// applyTx applies evs in one transaction and returns each one's outcome. also, when not nil, runs
+// in the same transaction (a retried dead letter is marked in the transaction that applies it).
+// A deadlock or serialization failure between workers is retried; any other error is returned,
+// wrapping postgres.ErrUnavailable when Postgres could not be reached.
+func applyTx(ctx context.Context, pool *pgxpool.Pool, evs []decoded, reapply bool, also func(*dbsqlc.Queries) error) ([]outcome, error) {
+	var outcomes []outcome
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = postgres.InTx(ctx, pool, func(q *dbsqlc.Queries) error {
+			var err error
+			if outcomes, err = applyEvents(ctx, q, evs, reapply); err != nil {
+				return err
+			}
+			if also != nil {
+				return also(q)
+			}
+			return nil
+		})
+		if err == nil || !isConflict(err) || attempt == 5 {
+			return outcomes, err
+		}
+	}
+}
+
+// errDryRun rolls back a dry run's transaction.
+var errDryRun = errors.New("dry run")
+
+// previewTx computes what applyTx would do without writing anything: the same statements run in a
+// transaction that is rolled back.
+func previewTx(ctx context.Context, pool *pgxpool.Pool, evs []decoded, reapply bool) ([]outcome, error) {
+	outcomes, err := applyTx(ctx, pool, evs, reapply, func(*dbsqlc.Queries) error { return errDryRun })
+	if errors.Is(err, errDryRun) {
+		return outcomes, nil
+	}
+	return nil, err
+}
+
+// isConflict reports a deadlock or serialization failure: the transaction may simply be run again.
+func isConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// parkMessage writes m to dead_letters with the reason it cannot apply. parked is false when the
+// message is already parked and waiting for an operator.
+func parkMessage(ctx context.Context, pool *pgxpool.Pool, m message, reason error) (parked bool, err error) {
+	if m.Body == nil {
+		m.Body = []byte{} // payload is NOT NULL: an empty message is parked as empty
+	}
+	_, err = dbsqlc.New(pool).InsertDeadLetter(ctx, dbsqlc.InsertDeadLetterParams{
+		EventID:   pgtype.Text{String: m.EventID, Valid: m.EventID != ""},
+		StreamSeq: int64(m.Seq),
+		Subject:   m.Subject,
+		Error:     reason.Error(),
+		Payload:   m.Body,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("parking stream message %d in dead_letters: %w", m.Seq, postgres.InterpretError(err))
+	}
+	return true, nil
+}

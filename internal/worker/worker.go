@@ -1,0 +1,213 @@
+// Package worker folds the Clerk event stream into Postgres: users, their subscriptions and usage
+// rows. It reads clerk.user.> with a durable pull consumer, applies each batch in one transaction
+// (recording every svix-id in processed_events in the same transaction), and acknowledges only
+// after the commit, so every event takes effect exactly once and the final rows depend only on the
+// set of events. It also replays the stream (worker replay) and retries dead letters.
+//
+// It must not decide what a Clerk payload means (package clerk does), must not write SQL outside
+// queries/, and must never dead-letter a message because Postgres is down: an outage pauses it.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/clerksync/clerksync/internal/event"
+	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/service"
+)
+
+// Config is the worker's configuration, from the environment.
+type Config struct {
+	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/clerksync?sslmode=disable"`
+	Addr        string `env:"WORKER_ADDR" envDefault:":8082"`
+	// Consumer is the durable consumer's name; workers sharing it share the work.
+	Consumer  string `env:"WORKER_CONSUMER" envDefault:"clerk-users"`
+	BatchSize int    `env:"WORKER_BATCH_SIZE" envDefault:"256"`
+	// MaxAttempts is how many deliveries a message that fails with Postgres reachable gets before
+	// it is parked in dead_letters.
+	MaxAttempts int `env:"WORKER_MAX_ATTEMPTS" envDefault:"20"`
+	// AckWait is how long JetStream waits for an acknowledgement before delivering again.
+	AckWait time.Duration `env:"WORKER_ACK_WAIT" envDefault:"30s"`
+	// FetchWait is how long an idle worker waits for a message before asking again.
+	FetchWait time.Duration `env:"WORKER_FETCH_WAIT" envDefault:"1s"`
+	// RetryDelay is the first NakWithDelay back-off; it doubles with each delivery up to
+	// RetryMaxDelay.
+	RetryDelay    time.Duration `env:"WORKER_RETRY_DELAY" envDefault:"1s"`
+	RetryMaxDelay time.Duration `env:"WORKER_RETRY_MAX_DELAY" envDefault:"5m"`
+	// Stream configures the stream when the worker starts before ingest has created it.
+	Stream event.StreamConfig
+
+	// NoMigrate skips the migrations at start (the --no-migrate flag; not an environment variable).
+	NoMigrate bool
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return fmt.Errorf("config: WORKER_BATCH_SIZE %d: want 1 to 10000", c.BatchSize)
+	case c.MaxAttempts < 1:
+		return fmt.Errorf("config: WORKER_MAX_ATTEMPTS %d: want at least 1", c.MaxAttempts)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("config: WORKER_ACK_WAIT %s: want at least 1s", c.AckWait)
+	case c.FetchWait < 10*time.Millisecond:
+		return fmt.Errorf("config: WORKER_FETCH_WAIT %s: want at least 10ms", c.FetchWait)
+	case c.RetryDelay <= 0 || c.RetryMaxDelay < c.RetryDelay:
+		return errors.New("config: WORKER_RETRY_DELAY must be positive and at most WORKER_RETRY_MAX_DELAY")
+	case c.Consumer == "":
+		return errors.New("config: WORKER_CONSUMER must not be empty")
+	}
+	return nil
+}
+
+// Run runs the worker until ctx ends: migrations (unless cfg.NoMigrate), then the durable consumer,
+// the MaxDeliver advisory watcher and /healthz, /readyz, /metrics on ln (or cfg.Addr when ln is
+// nil). When ctx ends it finishes, commits and acknowledges the batch in flight and returns nil.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if !cfg.NoMigrate {
+		if err := postgres.Migrate(ctx, pool, logger); err != nil {
+			return err
+		}
+	}
+	nc, js, err := connectNATS(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	// Acks are published without waiting: flush them before the connection goes.
+	defer func() {
+		_ = nc.FlushTimeout(5 * time.Second)
+		nc.Close()
+	}()
+	stream, cons, err := ensureConsumer(ctx, js, cfg)
+	if err != nil {
+		return err
+	}
+
+	reg := service.NewRegistry()
+	c := &consumer{cfg: cfg, logger: logger, pool: pool, stream: stream, cons: cons, metrics: newMetrics(reg)}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "clerksync_worker_consumer_pending",
+		Help: "Messages in the stream the durable consumer has not yet been delivered.",
+	}, c.pending))
+
+	ln, err = service.Listen(ln, cfg.Addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	service.HandleOps(mux, reg, logger, map[string]service.Probe{
+		"postgres": func(ctx context.Context) error { return postgres.Ping(ctx, pool) },
+		"nats": func(context.Context) error {
+			if !nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		},
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		service.WriteError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+
+	advisories := make(chan *nats.Msg, 1024)
+	sub, err := nc.ChanSubscribe(maxDeliveriesSubject(cfg.Consumer), advisories)
+	if err != nil {
+		return fmt.Errorf("subscribing to max-deliveries advisories: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	logger.Info("worker started", "consumer", cfg.Consumer, "batch_size", cfg.BatchSize, "max_attempts", cfg.MaxAttempts)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return service.Serve(gctx, service.NewServer(mux, logger), ln, logger) })
+	g.Go(func() error { return c.run(gctx) })
+	g.Go(func() error { return c.watchMaxDeliveries(gctx, advisories) })
+	err = g.Wait()
+	logger.Info("worker stopped")
+	return err
+}
+
+// Migrate applies the embedded migrations and returns (worker migrate).
+func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return postgres.Migrate(ctx, pool, logger)
+}
+
+func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	log := logger.With("component", "nats")
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("clerksync-worker"),
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// ensureConsumer returns the stream, created with cfg.Stream only when missing (ingest owns its
+// configuration: the worker never changes an existing stream), and the durable consumer.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, jetstream.Consumer, error) {
+	stream, err := js.Stream(ctx, event.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = event.EnsureStream(ctx, js, cfg.Stream)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening stream %s: %w", event.Stream, err)
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       cfg.Consumer,
+		Description:   "clerksync worker: clerk.user.> into Postgres",
+		FilterSubject: event.UserSubjects,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		// The worker gives up by itself after MaxAttempts deliveries; JetStream's limit is only a
+		// backstop for messages that never reach a verdict (a worker killed on them every time).
+		// Reaching it raises the advisory that watchMaxDeliveries turns into a dead letter.
+		MaxDeliver: 2 * cfg.MaxAttempts,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating consumer %s: %w", cfg.Consumer, err)
+	}
+	return stream, cons, nil
+}
+
+// maxDeliveriesSubject is where JetStream announces a message of the consumer that reached
+// MaxDeliver.
+func maxDeliveriesSubject(consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + event.Stream + "." + consumer
+}
