@@ -199,8 +199,10 @@ func JWK(k *Key) map[string]string {
 
 // Claims returns the claims of a valid session token for the Clerk user sub, issued now and
 // valid for a minute like Clerk's. Change or delete entries to make it invalid.
-func Claims(sub string) jwt.MapClaims {
-	now := time.Now()
+func Claims(sub string) jwt.MapClaims { return ClaimsAt(sub, time.Now()) }
+
+// ClaimsAt is Claims issued at now, for a verifier whose clock is pinned there.
+func ClaimsAt(sub string, now time.Time) jwt.MapClaims {
 	return jwt.MapClaims{
 		"azp": AuthorizedParty,
 		"exp": now.Add(time.Minute).Unix(),

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRunRefusesBadConfiguration(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no key source", nil, nil, "config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required"},
+		{"arguments", []string{"serve"}, nil, `unexpected arguments ["serve"]: api is configured from the environment`},
+		{"bad duration", nil, map[string]string{"JWKS_CACHE_TTL": "soon"}, `invalid duration "soon"`},
+		{"bad log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `config: LOG_FORMAT "xml": want json or text`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := run(t.Context(), tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("run = %v, want one line with %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,134 @@
+// Package api serves the frontend's reads — GET /auth/me — to callers authenticated by a Clerk
+// session token. routes.go lists every route.
+//
+// It only reads: it must never write a projection (the worker owns them), and nothing reaches
+// the database before the caller's token has been verified. Tokens and cookies never reach a log
+// line or a response.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/service"
+	"github.com/clerksync/clerksync/internal/session"
+)
+
+// Config is the api's configuration, from the environment.
+type Config struct {
+	Addr        string `env:"API_ADDR" envDefault:":8081"`
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/clerksync?sslmode=disable"`
+	// JWKSURL or JWTKey (a PEM public key) is required; JWTKey wins when both are set.
+	JWKSURL           string        `env:"CLERK_JWKS_URL"`
+	JWTKey            string        `env:"CLERK_JWT_KEY"`
+	JWKSCacheTTL      time.Duration `env:"JWKS_CACHE_TTL" envDefault:"1h"`
+	JWTLeeway         time.Duration `env:"JWT_LEEWAY" envDefault:"5s"`
+	Issuer            string        `env:"CLERK_ISSUER"`
+	AuthorizedParties []string      `env:"CLERK_AUTHORIZED_PARTIES" envSeparator:","`
+	// CORSAllowedOrigins are the frontend origins allowed to call the api from a browser, or "*"
+	// for any origin (then without cookies).
+	CORSAllowedOrigins []string `env:"CORS_ALLOWED_ORIGINS" envSeparator:","`
+}
+
+// errNoKeySource is the one line the api stops with when it has no way to verify tokens.
+var errNoKeySource = errors.New("config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required")
+
+// check validates what the env tags cannot.
+func (c Config) check() error {
+	if strings.TrimSpace(c.JWKSURL) == "" && strings.TrimSpace(c.JWTKey) == "" {
+		return errNoKeySource
+	}
+	if c.JWKSCacheTTL < 30*time.Second {
+		return fmt.Errorf("config: JWKS_CACHE_TTL %s: want at least 30s", c.JWKSCacheTTL)
+	}
+	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
+		return fmt.Errorf("config: JWT_LEEWAY %s: want between 0s and 5m", c.JWTLeeway)
+	}
+	if _, err := parseOrigins(c.CORSAllowedOrigins); err != nil {
+		return err
+	}
+	return nil
+}
+
+// sessionOptions are the token checks the configuration asks for.
+func (c Config) sessionOptions(logger *slog.Logger, m *metrics) session.Options {
+	return session.Options{
+		JWKSURL:           strings.TrimSpace(c.JWKSURL),
+		PublicKey:         c.JWTKey,
+		CacheTTL:          c.JWKSCacheTTL,
+		Leeway:            c.JWTLeeway,
+		Issuer:            strings.TrimSpace(c.Issuer),
+		AuthorizedParties: c.AuthorizedParties,
+		Logger:            logger.With("component", "jwks"),
+		OnRefresh:         m.observeJWKSFetch,
+	}
+}
+
+// Run serves the api on ln (or on cfg.Addr when ln is nil) until ctx ends, then shuts down
+// gracefully.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	origins, _ := parseOrigins(cfg.CORSAllowedOrigins) // checked above
+	if strings.TrimSpace(cfg.JWTKey) != "" && strings.TrimSpace(cfg.JWKSURL) != "" {
+		logger.Info("verifying session tokens with CLERK_JWT_KEY; CLERK_JWKS_URL is not used")
+	}
+
+	reg := service.NewRegistry()
+	m := newMetrics(reg)
+	verifier, err := session.New(cfg.sessionOptions(logger, m))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer verifier.Close()
+
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	ln, err = service.Listen(ln, cfg.Addr)
+	if err != nil {
+		return err
+	}
+	h := newHandler(deps{
+		logger:      logger,
+		pool:        pool,
+		verifier:    verifier,
+		registry:    reg,
+		metrics:     m,
+		corsOrigins: origins,
+	})
+	return service.Serve(ctx, service.NewServer(h, logger), ln, logger)
+}
+
+// parseOrigins checks CORS_ALLOWED_ORIGINS: "*", or origins as browsers send them
+// (scheme://host[:port], no path). A trailing slash is forgiven.
+func parseOrigins(list []string) ([]string, error) {
+	var origins []string
+	for _, o := range list {
+		o = strings.TrimSuffix(strings.TrimSpace(o), "/")
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			return []string{"*"}, nil
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return nil, fmt.Errorf("config: CORS_ALLOWED_ORIGINS: %q is not an origin (scheme://host[:port])", o)
+		}
+		origins = append(origins, o)
+	}
+	return origins, nil
+}

@@ -1,0 +1,101 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/labstack/echo/v4"
+
+	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
+	"github.com/clerksync/clerksync/internal/service"
+)
+
+// meResponse is GET /auth/me's body. Every field is always present; unknown values are null.
+// Times are RFC 3339 in UTC; created_at and updated_at are Clerk's.
+type meResponse struct {
+	UserID       string               `json:"user_id"`
+	ClerkUserID  string               `json:"clerk_user_id"`
+	Email        *string              `json:"email"`
+	Username     *string              `json:"username"`
+	FirstName    *string              `json:"first_name"`
+	LastName     *string              `json:"last_name"`
+	ImageURL     *string              `json:"image_url"`
+	CreatedAt    *time.Time           `json:"created_at"`
+	UpdatedAt    *time.Time           `json:"updated_at"`
+	Subscription subscriptionResponse `json:"subscription"`
+	Usage        usageResponse        `json:"usage"`
+}
+
+type subscriptionResponse struct {
+	Tier      string     `json:"tier"`
+	Status    string     `json:"status"`
+	StartedAt *time.Time `json:"started_at"`
+}
+
+type usageResponse struct {
+	PeriodStart *time.Time `json:"period_start"`
+	APICalls    int64      `json:"api_calls"`
+	Campaigns   int32      `json:"campaigns"`
+}
+
+// me answers GET /auth/me: the caller's user, subscription and usage, in one query.
+func (s *server) me(c echo.Context) error {
+	row, err := s.queries.GetMe(c.Request().Context(), sessionClaims(c).UserID())
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// The session is valid but the user.created webhook has not been applied yet.
+		return errUserNotSynced
+	case postgres.IsUnavailable(err):
+		return errDatabaseUnavailable.withCause(err)
+	case err != nil:
+		return errInternal.withCause(err)
+	case row.DeletedAt.Valid:
+		return errUserDeleted
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	service.WriteJSON(c.Response(), http.StatusOK, newMeResponse(row))
+	return nil
+}
+
+func newMeResponse(row dbsqlc.GetMeRow) meResponse {
+	return meResponse{
+		UserID:      row.UserID.String(),
+		ClerkUserID: row.ClerkUserID,
+		Email:       text(row.Email),
+		Username:    text(row.Username),
+		FirstName:   text(row.FirstName),
+		LastName:    text(row.LastName),
+		ImageURL:    text(row.ImageUrl),
+		CreatedAt:   timestamp(row.ClerkCreatedAt),
+		UpdatedAt:   timestamp(row.ClerkUpdatedAt),
+		Subscription: subscriptionResponse{
+			Tier:      row.Tier,
+			Status:    row.Status,
+			StartedAt: timestamp(row.StartedAt),
+		},
+		Usage: usageResponse{
+			PeriodStart: timestamp(row.PeriodStart),
+			APICalls:    row.ApiCalls,
+			Campaigns:   row.Campaigns,
+		},
+	}
+}
+
+func text(t pgtype.Text) *string {
+	if !t.Valid {
+		return nil
+	}
+	return &t.String
+}
+
+func timestamp(t pgtype.Timestamptz) *time.Time {
+	if !t.Valid || t.InfinityModifier != pgtype.Finite {
+		return nil
+	}
+	utc := t.Time.UTC()
+	return &utc
+}

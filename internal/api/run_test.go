@@ -1,0 +1,164 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
+	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
+	"github.com/clerksync/clerksync/internal/session/sessiontest"
+)
+
+// TestRun serves the api through Run on :0, as a deployment would, until its context ends.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	iss := sessiontest.NewIssuer(t)
+	dbURL := postgrestest.NewDatabase(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Addr:               "127.0.0.1:1", // unused: ln wins
+		DatabaseURL:        dbURL,
+		JWKSURL:            iss.JWKSURL(),
+		JWKSCacheTTL:       time.Hour,
+		JWTLeeway:          5 * time.Second,
+		Issuer:             sessiontest.IssuerURL,
+		AuthorizedParties:  []string{sessiontest.AuthorizedParty},
+		CORSAllowedOrigins: []string{sessiontest.AuthorizedParty},
+	}
+	logs := &lockedBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, logger, ln) }()
+
+	base := "http://" + ln.Addr().String()
+	get := func(path, token string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	poll(t, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		default:
+		}
+		resp, _ := get("/readyz", "")
+		return resp.StatusCode == http.StatusOK
+	})
+
+	const sub = "user_2run"
+	resp, body := get("/auth/me", iss.Token(sub))
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "user_not_synced") || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("before sync: %d %s", resp.StatusCode, body)
+	}
+
+	// The worker's part, done here with its queries.
+	pool, err := pgxpool.New(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	b := &bundle{queries: dbsqlc.New(pool)}
+	u := ada()
+	u.id = sub
+	b.syncUser(t, u)
+
+	resp, body = get("/auth/me", iss.Token(sub))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after sync: %d %s", resp.StatusCode, body)
+	}
+	var me meResponse
+	if err := json.Unmarshal(body, &me); err != nil {
+		t.Fatal(err)
+	}
+	if me.ClerkUserID != sub || me.Subscription.Tier != "free" || me.Subscription.Status != "active" || me.Usage.APICalls != 0 || me.Usage.Campaigns != 0 {
+		t.Errorf("me = %+v", me)
+	}
+	if resp.Header.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id")
+	}
+
+	resp, body = get("/metrics", "")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `clerksync_api_requests_total{method="GET",route="/auth/me",status="200"} 1`) {
+		t.Errorf("/metrics: %d\n%s", resp.StatusCode, body)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15s of its context ending")
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Error("still listening after Run returned")
+	}
+}
+
+func TestRunRefusesToStart(t *testing.T) {
+	t.Parallel()
+	logger := slog.New(slog.DiscardHandler)
+	base := Config{
+		Addr:         "127.0.0.1:0",
+		DatabaseURL:  "postgres://postgres@127.0.0.1:1/none?sslmode=disable", // never reached
+		JWKSCacheTTL: time.Hour,
+		JWTLeeway:    5 * time.Second,
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"no key source", func(*Config) {}, "config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required"},
+		{"blank key source", func(c *Config) { c.JWTKey = "  \n" }, "config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required"},
+		{"bad PEM", func(c *Config) { c.JWTKey = "not a key" }, "config: session: public key is not PEM or base64"},
+		{"relative JWKS URL", func(c *Config) { c.JWKSURL = "jwks.json" }, "config: session: the JWKS URL must be an absolute http(s) URL"},
+		{"bad origin", func(c *Config) { c.JWKSURL = "https://clerk.test/jwks"; c.CORSAllowedOrigins = []string{"example.com"} }, `config: CORS_ALLOWED_ORIGINS: "example.com" is not an origin (scheme://host[:port])`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := base
+			tt.change(&cfg)
+			err := Run(t.Context(), cfg, logger, nil)
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("Run = %v, want %q", err, tt.want)
+			}
+			if errors.Is(err, context.Canceled) {
+				t.Fatal("Run blocked")
+			}
+		})
+	}
+}

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
+	"github.com/clerksync/clerksync/internal/service"
+	"github.com/clerksync/clerksync/internal/session"
+)
+
+// deps are what the handler is built from; Run builds them from the configuration, tests from
+// their own database and issuer.
+type deps struct {
+	logger      *slog.Logger
+	pool        *pgxpool.Pool
+	verifier    *session.Verifier
+	registry    *prometheus.Registry
+	metrics     *metrics
+	corsOrigins []string // checked by parseOrigins
+}
+
+// server holds the handlers' dependencies.
+type server struct {
+	deps
+	queries *dbsqlc.Queries
+	known   map[string]bool // registered route paths, for bounded metric labels
+}
+
+// newHandler builds the echo instance: middleware, error mapping and routes.
+func newHandler(d deps) *echo.Echo {
+	s := &server{deps: d, queries: dbsqlc.New(d.pool), known: make(map[string]bool)}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.observe)
+	if cors := corsMiddleware(d.corsOrigins); cors != nil {
+		e.Use(cors)
+	}
+	s.routes(e)
+	for _, r := range e.Routes() {
+		s.known[r.Path] = true
+	}
+	return e
+}
+
+func (s *server) probes() map[string]service.Probe {
+	return map[string]service.Probe{
+		"postgres":     func(ctx context.Context) error { return postgres.Ping(ctx, s.pool) },
+		"session_keys": func(context.Context) error { return s.verifier.Ready() },
+	}
+}
