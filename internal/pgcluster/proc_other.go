@@ -4,6 +4,7 @@ package pgcluster
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 )
 
@@ -13,7 +14,7 @@ func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Credential: cred, Setpgid: true}
 }
 
-// ProcessesIn is only implemented on Linux.
+// ProcessesIn is only implemented on Linux: elsewhere it returns errors.ErrUnsupported.
 func ProcessesIn(dir string) ([]int, error) {
-	return nil, errors.New("pgcluster: ProcessesIn needs Linux's /proc")
+	return nil, fmt.Errorf("pgcluster: ProcessesIn needs Linux's /proc: %w", errors.ErrUnsupported)
 }
