@@ -53,24 +53,25 @@ type decoded struct {
 
 // decode parses m. An error means m can never apply: it is poison, to be parked in dead_letters.
 func decode(m message) (decoded, error) {
-	env, err := clerk.ParseEnvelope(m.Body)
-	if err != nil {
-		return decoded{message: m}, fmt.Errorf("parsing event: %w", err)
+	// The common case first: one parse. Only a failure needs the envelope, to tell an event type
+	// the worker does not apply (ignored) from a broken one (poison).
+	ev, err := clerk.ParseUserEvent(m.Body)
+	if err == nil {
+		d := decoded{message: m, Type: ev.Type, Event: &ev}
+		if m.EventID == "" {
+			return d, fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
+		}
+		return d, nil
+	}
+	env, envErr := clerk.ParseEnvelope(m.Body)
+	if envErr != nil {
+		return decoded{message: m}, fmt.Errorf("parsing event: %w", envErr)
 	}
 	d := decoded{message: m, Type: env.Type}
 	switch env.Type {
 	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
-	default:
-		return d, nil
-	}
-	if m.EventID == "" {
-		return d, fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
-	}
-	ev, err := clerk.ParseUserEvent(m.Body)
-	if err != nil {
 		return d, fmt.Errorf("parsing %s: %w", env.Type, err)
 	}
-	d.Event = &ev
 	return d, nil
 }
 

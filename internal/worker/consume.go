@@ -226,24 +226,17 @@ func (c *consumer) untilReachable(ctx context.Context, held []jetstream.Msg, fn 
 
 func (c *consumer) waitForPostgres(ctx context.Context, held []jetstream.Msg) error {
 	c.metrics.postgresUp.Set(0)
-	keepAlive := func() {
+	// InProgress resets AckWait without counting a delivery: send it well within AckWait.
+	tick := time.NewTicker(min(time.Second, c.cfg.AckWait/3))
+	defer tick.Stop()
+	for {
 		for _, m := range held {
 			_ = m.InProgress()
 		}
-	}
-	keepAlive()
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
-	lastKeepAlive := time.Now()
-	for {
 		select {
 		case <-ctx.Done():
 			return errStopping
-		case <-poll.C:
-		}
-		if time.Since(lastKeepAlive) >= c.cfg.AckWait/3 {
-			keepAlive()
-			lastKeepAlive = time.Now()
+		case <-tick.C:
 		}
 		if postgres.Ping(ctx, c.pool) == nil {
 			c.metrics.postgresUp.Set(1)

@@ -303,9 +303,10 @@ func readState(t testing.TB, pool *pgxpool.Pool) map[string]userState {
 // locale's, primary emails that are null or dangling, and some users deleted once or twice.
 func genHistory(r *rand.Rand, prefix string, users int) []histEvent {
 	var events []histEvent
+	// svix-ids are unique across histories (they carry the prefix) and tie-break in byte order.
 	id := func() string {
 		const alphabet = "aAbBzZ09_" // byte order differs from a locale's: 'B' < 'a' in C
-		b := []byte("msg_")
+		b := []byte("msg_" + prefix + "_")
 		for range 6 {
 			b = append(b, alphabet[r.IntN(len(alphabet))])
 		}

@@ -240,11 +240,14 @@ func (r *replayer) applyEvents(ctx context.Context, evs []decoded) error {
 
 func (r *replayer) park(ctx context.Context, m message, reason error) error {
 	r.sum.add(outcomeDeadLettered)
-	r.logger.Warn("message cannot apply", "seq", m.Seq, "subject", m.Subject, "event_id", m.EventID,
-		"dry_run", r.opts.DryRun, "err", reason)
-	if r.opts.DryRun {
-		return nil
+	parked := false
+	if !r.opts.DryRun {
+		var err error
+		if parked, err = parkMessage(ctx, r.pool, m, reason); err != nil {
+			return err
+		}
 	}
-	_, err := parkMessage(ctx, r.pool, m, reason)
-	return err
+	r.logger.Warn("message cannot apply", "seq", m.Seq, "subject", m.Subject, "event_id", m.EventID,
+		"parked", parked, "dry_run", r.opts.DryRun, "err", reason)
+	return nil
 }
