@@ -1,0 +1,321 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/clerksync/clerksync/internal/postgres"
+)
+
+// AllOptions configures All. Zero fields take the defaults of DefaultAllOptions.
+type AllOptions struct {
+	// N is the number of webhooks of each publish and ingest stage.
+	N int
+	// Clients are the client counts the publish and ingest stages run at.
+	Clients []int
+	// Sync says which NATS flush policies to measure ingest under: "always" (what clerksync
+	// runs), "default" (NATS's own, for comparison) or "both".
+	Sync string
+	// UpsertParallel are the parallelisms of the upsert baseline; WorkerParallel is the one the
+	// worker's drain is compared with (the worker's own parallelism).
+	UpsertParallel []int
+	WorkerParallel int
+	BatchSize      int // the worker's WORKER_BATCH_SIZE
+	// The paced end-to-end stage offers E2ERate webhooks per second for E2EDuration.
+	E2ERate     float64
+	E2EDuration time.Duration
+	E2EClients  int
+	// The api stages run APIClients clients for APIDuration, with tokens of up to APIUsers users.
+	APIClients  int
+	APIDuration time.Duration
+	APIUsers    int
+	// Seed makes the workloads; 0 picks one from the clock (reported).
+	Seed     uint64
+	Stack    StackOptions
+	Progress *Progress
+}
+
+// DefaultAllOptions is what `loadgen all` runs with no flags: a few minutes on a small machine.
+func DefaultAllOptions() AllOptions {
+	return AllOptions{
+		N:              10000,
+		Clients:        []int{32, 64},
+		Sync:           "both",
+		UpsertParallel: []int{1, 4},
+		WorkerParallel: 1,
+		BatchSize:      256,
+		E2ERate:        500,
+		E2EDuration:    10 * time.Second,
+		E2EClients:     32,
+		APIClients:     32,
+		APIDuration:    10 * time.Second,
+		APIUsers:       1000,
+	}
+}
+
+// Report is what All measured.
+type Report struct {
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Seed    uint64    `json:"seed"`
+	Stages  []Result  `json:"stages"`
+	Targets []Target  `json:"targets"`
+}
+
+// Machine describes where the numbers come from.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	GoVersion string `json:"go_version"`
+}
+
+// Target is one of the issue's goals, checked against a baseline of the same run.
+type Target struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"` // "×" for a ratio, "ms"
+	Goal     string  `json:"goal"`
+	Met      bool    `json:"met"`
+	Measured string  `json:"measured"` // what the value was computed from
+}
+
+// All starts a stack in this process and runs, back to back against it: for each NATS flush
+// policy and client count, the raw JetStream publish baseline and ingest; the raw upsert
+// baseline on the rows those webhooks make; the worker draining that backlog; end to end at a
+// paced rate and flat out; the bare api baseline and /auth/me. Each stage is bounded by its
+// count or duration. It returns what it measured so far along with any error.
+func All(ctx context.Context, o AllOptions) (rep Report, err error) {
+	d := DefaultAllOptions()
+	o.N = or(o.N, d.N)
+	if len(o.Clients) == 0 {
+		o.Clients = d.Clients
+	}
+	if len(o.UpsertParallel) == 0 {
+		o.UpsertParallel = d.UpsertParallel
+	}
+	o.Sync = or(o.Sync, d.Sync)
+	o.WorkerParallel, o.BatchSize = or(o.WorkerParallel, d.WorkerParallel), or(o.BatchSize, d.BatchSize)
+	o.E2ERate, o.E2EDuration, o.E2EClients = or(o.E2ERate, d.E2ERate), or(o.E2EDuration, d.E2EDuration), or(o.E2EClients, d.E2EClients)
+	o.APIClients, o.APIDuration, o.APIUsers = or(o.APIClients, d.APIClients), or(o.APIDuration, d.APIDuration), or(o.APIUsers, d.APIUsers)
+	o.Seed = or(o.Seed, seedNow())
+	var modes []bool // sync always?
+	switch o.Sync {
+	case "always":
+		modes = []bool{true}
+	case "default":
+		modes = []bool{false}
+	case "both":
+		modes = []bool{true, false}
+	default:
+		return rep, fmt.Errorf("sync %q: want always, default or both", o.Sync)
+	}
+
+	rep = NewReport(o.Seed)
+	p := o.Progress
+	add := func(r Result) { rep.Stages = append(rep.Stages, r) }
+	defer func() { rep.Targets = targets(rep.Stages, o) }()
+
+	p.Stage("starting the stack", 0)
+	st, err := StartStack(ctx, o.Stack)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("stack: %w", cerr)
+		}
+	}()
+
+	seed := o.Seed
+	nextWorkload := func(n int) Workload {
+		seed++
+		return NewWorkload(seed, n)
+	}
+
+	// Ingest against its raw limit, alternating so drift on a shared machine hits both alike.
+	var backlog []Workload
+	var accepted atomic.Int64 // distinct events ingest stored on the stack's NATS
+	for _, always := range modes {
+		natsURL, ingestURL, policy := st.NATSURL, st.IngestURL, "sync always"
+		if !always {
+			policy = "default sync"
+			srv, err := StartNATS(filepath.Join(o.Stack.Dir, "nats-default-sync"), false)
+			if err != nil {
+				return rep, err
+			}
+			st.onClose(func() error { srv.Shutdown(); srv.WaitForShutdown(); return nil })
+			natsURL = srv.ClientURL()
+			if ingestURL, err = st.StartIngest(ctx, natsURL); err != nil {
+				return rep, err
+			}
+		}
+		for _, c := range o.Clients {
+			// Warm up: connections, the stream's first blocks, the services' code paths.
+			if _, err := Publish(ctx, "warm-up", PublishOptions{NATSURL: natsURL, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
+				return rep, err
+			}
+			w := nextWorkload(o.N)
+			r, err := Publish(ctx, stageName("publish", policy, c), PublishOptions{NATSURL: natsURL, Clients: c, Workload: w, Progress: p})
+			if err != nil {
+				return rep, err
+			}
+			add(r)
+			io := IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p}
+			if always {
+				backlog = append(backlog, w)
+				io.Accepted = func(_ int, _ time.Time, duplicate bool) {
+					if !duplicate {
+						accepted.Add(1)
+					}
+				}
+			}
+			if always {
+				warm := nextWorkload(warmup(c))
+				backlog = append(backlog, warm)
+				if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: warm, Progress: p, Accepted: io.Accepted}); err != nil {
+					return rep, err
+				}
+			} else if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
+				return rep, err
+			}
+			r, err = Ingest(ctx, stageName("ingest", policy, c), io)
+			if err != nil {
+				return rep, err
+			}
+			add(r)
+		}
+	}
+
+	// The worker against its raw limit, on the same events.
+	for _, par := range o.UpsertParallel {
+		r, err := Upsert(ctx, "upsert baseline p="+strconv.Itoa(par), UpsertOptions{
+			DatabaseURL: st.DatabaseURL, Parallel: par, BatchSize: o.BatchSize, Workloads: backlog, Progress: p,
+		})
+		if err != nil {
+			return rep, err
+		}
+		add(r)
+	}
+	if len(backlog) > 0 {
+		r, err := drainWorker(ctx, st, int(accepted.Load()), p)
+		if err != nil {
+			return rep, err
+		}
+		add(r)
+	} else if err := st.StartWorker(ctx); err != nil {
+		return rep, err
+	}
+
+	// End to end: paced at the rate the lag target names, then flat out.
+	r, err := E2E(ctx, fmt.Sprintf("e2e @%g/s", o.E2ERate), E2EOptions{DatabaseURL: st.DatabaseURL, Ingest: IngestOptions{
+		URL: st.IngestURL, Secret: st.Secret, Clients: o.E2EClients, Rate: o.E2ERate,
+		Workload: nextWorkload(int(o.E2ERate * o.E2EDuration.Seconds())), Progress: p,
+	}})
+	if err != nil {
+		return rep, err
+	}
+	add(r)
+	r, err = E2E(ctx, "e2e flat out c="+strconv.Itoa(o.E2EClients), E2EOptions{DatabaseURL: st.DatabaseURL, Ingest: IngestOptions{
+		URL: st.IngestURL, Secret: st.Secret, Clients: o.E2EClients, Workload: nextWorkload(o.N), Progress: p,
+	}})
+	if err != nil {
+		return rep, err
+	}
+	add(r)
+
+	// The api against its raw limit, with the same tokens.
+	users, err := SyncedUsers(ctx, st.DatabaseURL, o.APIUsers)
+	if err != nil {
+		return rep, err
+	}
+	tokens, err := st.Minter.MintAll(users, time.Now(), 2*o.APIDuration+time.Minute)
+	if err != nil {
+		return rep, err
+	}
+	base, err := StartAPIBaseline(ctx, st.DatabaseURL, &st.Minter.Key.PublicKey, st.Minter.Issuer, st.logger)
+	if err != nil {
+		return rep, err
+	}
+	warm := APIOptions{URL: base.URL, Tokens: tokens, Clients: o.APIClients, Duration: min(apiWarmup, o.APIDuration), Progress: p}
+	if _, err := API(ctx, "warm-up", warm); err != nil {
+		base.Close()
+		return rep, err
+	}
+	r, err = API(ctx, "api baseline c="+strconv.Itoa(o.APIClients), APIOptions{URL: base.URL, Tokens: tokens, Clients: o.APIClients, Duration: o.APIDuration, Progress: p})
+	base.Close()
+	if err != nil {
+		return rep, err
+	}
+	add(r)
+	warm.URL = st.APIURL
+	if _, err := API(ctx, "warm-up", warm); err != nil {
+		return rep, err
+	}
+	r, err = API(ctx, "api /auth/me c="+strconv.Itoa(o.APIClients), APIOptions{URL: st.APIURL, Tokens: tokens, Clients: o.APIClients, Duration: o.APIDuration, Progress: p})
+	if err != nil {
+		return rep, err
+	}
+	add(r)
+	p.Stage("stopping the stack", 0)
+	return rep, nil
+}
+
+// warmup is the number of unmeasured webhooks sent before a stage of c clients.
+func warmup(c int) int { return 4 * c }
+
+// apiWarmup is how long the api stages warm up, unmeasured.
+const apiWarmup = time.Second
+
+func stageName(what, policy string, clients int) string {
+	return fmt.Sprintf("%s (%s) c=%d", what, policy, clients)
+}
+
+// drainWorker starts the worker on the backlog ingest left in the stream and measures how fast it
+// empties it into processed_events. The clock starts before the worker does, so its start-up
+// (connections, the consumer) counts against it.
+func drainWorker(ctx context.Context, st *Stack, want int, p *Progress) (Result, error) {
+	const stage = "worker drain"
+	conn, err := pgx.Connect(ctx, st.DatabaseURL)
+	if err != nil {
+		return Result{}, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	p.Stage(stage, want)
+	start := time.Now()
+	if err := st.StartWorker(ctx); err != nil {
+		return Result{}, err
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM processed_events").Scan(&n); err != nil {
+			return Result{}, fmt.Errorf("counting processed_events: %w", err)
+		}
+		p.set(n)
+		r := Result{Stage: stage, Count: int(n), Elapsed: time.Since(start), Statuses: map[string]int{"ok": int(n)},
+			Note: fmt.Sprintf("the worker applying a backlog of %d distinct events left by the ingest stages", want)}
+		r.Rate = float64(n) / r.Elapsed.Seconds()
+		if int(n) >= want {
+			return r, nil
+		}
+		if time.Now().After(deadline) || !sleep(ctx, 20*time.Millisecond) {
+			r.Error = fmt.Sprintf("%d of %d events applied when the wait ended", n, want)
+			return r, nil
+		}
+	}
+}
+
+func or[T comparable](v, fallback T) T {
+	var zero T
+	if v == zero {
+		return fallback
+	}
+	return v
+}

@@ -1,0 +1,162 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// targets checks the goals against the baselines measured in the same run.
+func targets(stages []Result, o AllOptions) []Target {
+	find := func(name string) (Result, bool) {
+		for _, r := range stages {
+			if r.Stage == name && r.Count > 0 {
+				return r, true
+			}
+		}
+		return Result{}, false
+	}
+	var ts []Target
+	for _, policy := range []string{"sync always", "default sync"} {
+		for _, c := range o.Clients {
+			pub, ok1 := find(stageName("publish", policy, c))
+			in, ok2 := find(stageName("ingest", policy, c))
+			if !ok1 || !ok2 {
+				continue
+			}
+			ratio := in.Rate / pub.Rate
+			ts = append(ts, Target{
+				Name: fmt.Sprintf("ingest ÷ raw publish, %s, c=%d", policy, c), Value: ratio, Unit: "×",
+				Goal: "≥ 0.90×", Met: ratio >= 0.9,
+				Measured: fmt.Sprintf("%s / %s req/s", count(in.Rate), count(pub.Rate)),
+			})
+			extra := in.Latency.P99 - pub.Latency.P99
+			ts = append(ts, Target{
+				Name: fmt.Sprintf("ingest p99 − raw p99, %s, c=%d", policy, c), Value: ms(extra), Unit: "ms",
+				Goal: "≤ 2 ms", Met: extra <= 2*time.Millisecond,
+				Measured: fmt.Sprintf("%s − %s", msString(in.Latency.P99), msString(pub.Latency.P99)),
+			})
+		}
+	}
+	if w, ok := find("worker drain"); ok {
+		if up, ok := find("upsert baseline p=" + strconv.Itoa(o.WorkerParallel)); ok {
+			ratio := w.Rate / up.Rate
+			ts = append(ts, Target{
+				Name: fmt.Sprintf("worker ÷ raw upsert, p=%d", o.WorkerParallel), Value: ratio, Unit: "×",
+				Goal: "≥ 0.80×", Met: ratio >= 0.8,
+				Measured: fmt.Sprintf("%s / %s events/s", count(w.Rate), count(up.Rate)),
+			})
+		}
+	}
+	if e, ok := find(fmt.Sprintf("e2e @%g/s", o.E2ERate)); ok && e.Lag != nil {
+		ts = append(ts, Target{
+			Name: fmt.Sprintf("webhook 2xx → row visible p99 @%g/s", o.E2ERate), Value: ms(e.Lag.P99), Unit: "ms",
+			Goal: "≤ 50 ms", Met: e.Lag.P99 <= 50*time.Millisecond && e.Error == "",
+			Measured: fmt.Sprintf("p50 %s, p99 %s over %d events", msString(e.Lag.P50), msString(e.Lag.P99), e.Lag.Count),
+		})
+	}
+	base, ok1 := find("api baseline c=" + strconv.Itoa(o.APIClients))
+	me, ok2 := find("api /auth/me c=" + strconv.Itoa(o.APIClients))
+	if ok1 && ok2 {
+		ratio := me.Rate / base.Rate
+		measured := fmt.Sprintf("%s / %s req/s", count(me.Rate), count(base.Rate))
+		ts = append(ts,
+			Target{Name: "/auth/me ÷ api baseline", Value: ratio, Unit: "×", Goal: "≥ 1.0×", Met: ratio >= 1, Measured: measured},
+			Target{Name: "/auth/me ÷ api baseline, with a token cache", Value: ratio, Unit: "×", Goal: "≥ 1.5×", Met: ratio >= 1.5, Measured: measured},
+		)
+	}
+	return ts
+}
+
+// WriteTable writes the report as two aligned tables: the stages, then the targets.
+func (r Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "clerksync loadgen — %s, %d CPUs, %s/%s, %s, seed %d\n\n",
+		r.Started.Format(time.RFC3339), r.Machine.CPUs, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion, r.Seed)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "stage\tcount\trate/s\tp50\tp90\tp99\tmax\tlag p50\tlag p99\toutcomes\t")
+	for _, s := range r.Stages {
+		lat, lag := []string{"-", "-", "-", "-"}, []string{"-", "-"}
+		if s.Latency != nil && s.Latency.Count > 0 {
+			lat = []string{msString(s.Latency.P50), msString(s.Latency.P90), msString(s.Latency.P99), msString(s.Latency.Max)}
+		}
+		if s.Lag != nil && s.Lag.Count > 0 {
+			lag = []string{msString(s.Lag.P50), msString(s.Lag.P99)}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", leftAlign(s.Stage), s.Count, count(s.Rate),
+			lat[0], lat[1], lat[2], lat[3], lag[0], lag[1], outcomes(s.Statuses))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range r.Stages {
+		if s.Error != "" {
+			fmt.Fprintf(w, "  %s: %s\n", s.Stage, s.Error)
+		}
+	}
+	if len(r.Targets) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\tvalue\tgoal\t\tfrom")
+	for _, t := range r.Targets {
+		verdict := "missed"
+		if t.Met {
+			verdict = "met"
+		}
+		value := fmt.Sprintf("%.2f×", t.Value)
+		if t.Unit == "ms" {
+			value = fmt.Sprintf("%.1f ms", t.Value)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, value, t.Goal, verdict, t.Measured)
+	}
+	return tw.Flush()
+}
+
+// leftAlign pads a first column that tabwriter aligns right.
+func leftAlign(s string) string { return fmt.Sprintf("%-36s", s) }
+
+func outcomes(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s:%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func msString(d time.Duration) string {
+	switch {
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.2fms", ms(d))
+	case d < 100*time.Millisecond:
+		return fmt.Sprintf("%.1fms", ms(d))
+	default:
+		return fmt.Sprintf("%.0fms", ms(d))
+	}
+}
+
+// count formats a rate with thousands separators.
+func count(f float64) string {
+	s := strconv.FormatInt(int64(f+0.5), 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// NewReport is an empty report about this machine, for the single-stage commands.
+func NewReport(seed uint64) Report {
+	return Report{
+		Started: time.Now().UTC(),
+		Machine: Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()},
+		Seed:    seed,
+	}
+}

@@ -1,0 +1,145 @@
+package loadgen
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestPercentileIsNearestRank(t *testing.T) {
+	t.Parallel()
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Millisecond
+	}
+	for _, tc := range []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"none", nil, 50, 0},
+		{"one value is every percentile", []time.Duration{7}, 99, 7},
+		{"p50 of 100", hundred, 50, 50 * time.Millisecond},
+		{"p90 of 100", hundred, 90, 90 * time.Millisecond},
+		{"p99 of 100 is the 99th, not the max", hundred, 99, 99 * time.Millisecond},
+		{"p99.9 of 100 rounds up", hundred, 99.9, 100 * time.Millisecond},
+		{"max", hundred, 100, 100 * time.Millisecond},
+		{"p0 is the min", hundred, 0, time.Millisecond},
+		{"p50 of 4 is the 2nd", []time.Duration{1, 2, 3, 4}, 50, 2},
+		{"p51 of 4 is the 3rd", []time.Duration{1, 2, 3, 4}, 51, 3},
+	} {
+		if got := Percentile(tc.sorted, tc.p); got != tc.want {
+			t.Errorf("%s: Percentile(p%g) = %v, want %v", tc.name, tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestLatenciesMergeAndSummarize(t *testing.T) {
+	t.Parallel()
+	var l Latencies
+	l.Merge(Sample{5, 1, 3})
+	l.Merge(Sample{4, 2})
+	l.Merge(nil)
+	want := Summary{Count: 5, P50: 3, P90: 5, P99: 5, Max: 5}
+	if diff := cmp.Diff(want, l.Summary()); diff != "" {
+		t.Errorf("Summary (-want +got):\n%s", diff)
+	}
+}
+
+func TestSummaryJSONIsInMilliseconds(t *testing.T) {
+	t.Parallel()
+	b, err := Summary{Count: 2, P50: 1500 * time.Microsecond, P90: 2 * time.Millisecond, P99: 3 * time.Millisecond, Max: time.Second}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"count":2,"p50_ms":1.5,"p90_ms":2,"p99_ms":3,"max_ms":1000}`; string(b) != want {
+		t.Errorf("JSON = %s, want %s", b, want)
+	}
+}
+
+func TestWorkloadIsSeededAndRealistic(t *testing.T) {
+	t.Parallel()
+	w := NewWorkload(42, 1000)
+	if len(w.Deliveries) != 1000 {
+		t.Fatalf("%d deliveries, want 1000", len(w.Deliveries))
+	}
+	again := NewWorkload(42, 1000)
+	if !slices.EqualFunc(w.Deliveries, again.Deliveries, func(a, b Delivery) bool { return a.ID == b.ID && string(a.Body) == string(b.Body) }) {
+		t.Fatal("the same seed gave another workload")
+	}
+	seen := map[string]bool{}
+	types := map[string]int{}
+	resends := 0
+	for i, d := range w.Deliveries {
+		if d.Resend {
+			resends++
+			if !seen[d.ID] {
+				t.Fatalf("delivery %d resends %s before it was sent", i, d.ID)
+			}
+		}
+		seen[d.ID] = true
+		types[d.Type]++
+	}
+	if resends < 50 || resends > 150 {
+		t.Errorf("%d of 1000 deliveries are resends, want about 10%%", resends)
+	}
+	if w.Unique() != 1000-resends {
+		t.Errorf("Unique = %d, want %d", w.Unique(), 1000-resends)
+	}
+	for _, typ := range []string{"user.created", "user.updated", "user.deleted"} {
+		if types[typ] == 0 {
+			t.Errorf("no %s in the workload: %v", typ, types)
+		}
+	}
+}
+
+func TestFoldBatchKeepsOneVersionPerUser(t *testing.T) {
+	t.Parallel()
+	events, err := userEvents([]Workload{NewWorkload(7, 2000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := foldBatch(events)
+	if !slices.IsSorted(c.clerkUserID) || len(slices.Compact(slices.Clone(c.clerkUserID))) != len(c.clerkUserID) {
+		t.Fatal("rows are not one per user in clerk_user_id order")
+	}
+	// The fold agrees with a plain reading of the rules: a delete wins; else the greatest
+	// (updated_at, svix-id).
+	deleted := map[string]time.Time{}
+	best := map[string]userEvent{}
+	for _, e := range events {
+		if e.User == nil {
+			if at, ok := deleted[e.ClerkUserID]; !ok || e.Timestamp.Before(at) {
+				deleted[e.ClerkUserID] = e.Timestamp
+			}
+			continue
+		}
+		b, ok := best[e.ClerkUserID]
+		if !ok || e.User.UpdatedAt.After(b.User.UpdatedAt) || e.User.UpdatedAt.Equal(b.User.UpdatedAt) && e.ID > b.ID {
+			best[e.ClerkUserID] = e
+		}
+	}
+	for i, id := range c.clerkUserID {
+		if at, ok := deleted[id]; ok {
+			if c.deletedAt[i] == nil || !c.deletedAt[i].Equal(at) || c.data[i] != nil || c.versionEventID[i] != nil {
+				t.Errorf("user %s: want a tombstone at %v", id, at)
+			}
+			continue
+		}
+		if c.deletedAt[i] != nil || *c.versionEventID[i] != best[id].ID {
+			t.Errorf("user %s: version %v, want %s", id, c.versionEventID[i], best[id].ID)
+		}
+	}
+}
+
+func TestCountHasThousandsSeparators(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[float64]string{0: "0", 999.4: "999", 999.5: "1,000", 1234567: "1,234,567"} {
+		if got := count(in); got != want {
+			t.Errorf("count(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
