@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -74,6 +75,7 @@ type remoteKeys struct {
 	now                func() time.Time
 	logger             *slog.Logger
 	onRefresh          func(error)
+	replaced           func() // called when a fetch replaced the key set
 
 	store   *jwkset.MemoryJWKSet
 	keyfunc keyfunc.Keyfunc
@@ -95,7 +97,7 @@ type fetch struct {
 	err  error // set before done is closed
 }
 
-func newRemoteKeys(opts Options) (*remoteKeys, error) {
+func newRemoteKeys(opts Options, replaced func()) (*remoteKeys, error) {
 	u, err := url.Parse(opts.JWKSURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, errors.New("session: the JWKS URL must be an absolute http(s) URL")
@@ -103,12 +105,13 @@ func newRemoteKeys(opts Options) (*remoteKeys, error) {
 	r := &remoteKeys{
 		url:                opts.JWKSURL,
 		client:             opts.HTTPClient,
-		ttl:                cmpOr(opts.CacheTTL, DefaultCacheTTL),
-		fetchTimeout:       cmpOr(opts.FetchTimeout, DefaultFetchTimeout),
-		unknownKeyInterval: cmpOr(opts.UnknownKeyInterval, DefaultUnknownKeyInterval),
+		ttl:                cmp.Or(opts.CacheTTL, DefaultCacheTTL),
+		fetchTimeout:       cmp.Or(opts.FetchTimeout, DefaultFetchTimeout),
+		unknownKeyInterval: cmp.Or(opts.UnknownKeyInterval, DefaultUnknownKeyInterval),
 		now:                opts.Now,
 		logger:             opts.Logger,
 		onRefresh:          opts.OnRefresh,
+		replaced:           replaced,
 		store:              jwkset.NewMemoryStorage(),
 	}
 	if r.ttl < 0 || r.fetchTimeout < 0 || r.unknownKeyInterval < 0 {
@@ -134,13 +137,6 @@ func newRemoteKeys(opts Options) (*remoteKeys, error) {
 	}
 	r.wg.Go(r.refreshLoop)
 	return r, nil
-}
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 func (r *remoteKeys) close() {
@@ -292,6 +288,7 @@ func (r *remoteKeys) fetchKeys() error {
 		return fmt.Errorf("storing JWKS: %w", err)
 	}
 	r.loaded.Store(true)
+	r.replaced()
 	return nil
 }
 

@@ -9,6 +9,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"errors"
@@ -126,6 +127,10 @@ type Options struct {
 	Logger *slog.Logger
 	// OnRefresh, when set, is called after every JWKS fetch with its outcome.
 	OnRefresh func(err error)
+	// CacheSize is how many verified tokens are remembered, so a token sent again skips the
+	// signature check (never the claim checks) until its exp (default DefaultCacheSize; negative
+	// disables the cache).
+	CacheSize int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -138,6 +143,8 @@ type Verifier struct {
 	parties   map[string]bool
 	publicKey *rsa.PublicKey // when verifying with a PEM key
 	remote    *remoteKeys    // when verifying with the JWKS
+	cache     *tokenCache    // nil when disabled
+	now       func() time.Time
 }
 
 // New returns a Verifier. With a JWKS URL it starts fetching the key set in the background
@@ -164,6 +171,11 @@ func New(opts Options) (*Verifier, error) {
 		),
 		validator: jwt.NewValidator(validatorOpts...),
 		issuer:    opts.Issuer,
+		cache:     newTokenCache(cmp.Or(opts.CacheSize, DefaultCacheSize)),
+		now:       opts.Now,
+	}
+	if v.now == nil {
+		v.now = time.Now
 	}
 	for _, p := range opts.AuthorizedParties {
 		if p = strings.TrimSpace(p); p != "" {
@@ -181,7 +193,7 @@ func New(opts Options) (*Verifier, error) {
 		}
 		v.publicKey = key
 	case opts.JWKSURL != "":
-		remote, err := newRemoteKeys(opts)
+		remote, err := newRemoteKeys(opts, v.cache.clear)
 		if err != nil {
 			return nil, err
 		}
@@ -214,21 +226,28 @@ func (v *Verifier) Ready() error {
 // for a rate limiter: when such a fetch happened in the last UnknownKeyInterval it is refused at
 // once.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
-	claims, err := v.verifySignature(ctx, token)
-	if err != nil {
-		return nil, err
+	if len(token) > MaxTokenBytes {
+		return nil, refuse(ReasonTooLarge, "token is %d bytes, more than %d", len(token), MaxTokenBytes)
+	}
+	claims, cached := v.cache.get(token, v.now())
+	gen := v.cache.gen()
+	if !cached {
+		var err error
+		if claims, err = v.verifySignature(ctx, token); err != nil {
+			return nil, err
+		}
 	}
 	if err := v.checkClaims(claims); err != nil {
 		return nil, err
+	}
+	if !cached {
+		v.cache.put(token, claims, gen, v.now())
 	}
 	return claims, nil
 }
 
 // verifySignature parses token and verifies its header and signature, not its claims.
 func (v *Verifier) verifySignature(ctx context.Context, token string) (*Claims, error) {
-	if len(token) > MaxTokenBytes {
-		return nil, refuse(ReasonTooLarge, "token is %d bytes, more than %d", len(token), MaxTokenBytes)
-	}
 	claims := new(Claims)
 	tok, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		return v.key(ctx, t)
