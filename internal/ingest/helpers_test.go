@@ -63,7 +63,7 @@ type fixture struct {
 	secret []string // signatures and bodies sent, which the logs must never hold
 }
 
-func setup(t *testing.T, opts ...func(*options)) *fixture {
+func setup(t testing.TB, opts ...func(*options)) *fixture {
 	t.Helper()
 	o := options{
 		secrets:        []string{testSecret},

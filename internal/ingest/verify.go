@@ -44,7 +44,9 @@ func readSignedHeaders(h http.Header) (signedHeaders, error) {
 		if s.id == "" || s.timestamp == "" || s.signature == "" {
 			continue
 		}
-		if len(s.id) > maxIDLen || !printableASCII(s.id) {
+		// Spaces at either end cannot come over HTTP, and NATS would trim them from the
+		// Nats-Msg-Id, deduplicating on another id than the one answered.
+		if len(s.id) > maxIDLen || !printableASCII(s.id) || s.id != strings.TrimSpace(s.id) {
 			return signedHeaders{}, fmt.Errorf("%w: id is not 1 to %d printable ASCII characters", errInvalidHeaders, maxIDLen)
 		}
 		// The same parse as the svix library's, so both agree on what the timestamp is.
