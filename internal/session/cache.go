@@ -35,39 +35,30 @@ func newTokenCache(size int) *tokenCache {
 	return &tokenCache{max: size, entries: make(map[[sha256.Size]byte]cacheEntry)}
 }
 
-// get returns a copy of the claims of token when it verified before and has not expired.
-func (c *tokenCache) get(token string, now time.Time) (*Claims, bool) {
+// get returns a copy of the claims of token when it verified before and has not expired. On a
+// miss it returns the cache's generation, for put: a token verified with keys that were replaced
+// meanwhile is not remembered.
+func (c *tokenCache) get(token string, now time.Time) (claims *Claims, gen uint64, ok bool) {
 	if c == nil {
-		return nil, false
+		return nil, 0, false
 	}
 	key := sha256.Sum256([]byte(token))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
 	if !ok {
-		return nil, false
+		return nil, c.generation, false
 	}
 	if !now.Before(e.expires) {
 		delete(c.entries, key)
-		return nil, false
+		return nil, c.generation, false
 	}
-	claims := e.claims
-	return &claims, true
-}
-
-// gen returns the cache's generation, to pass to put: a token verified with keys that were
-// replaced meanwhile is not remembered.
-func (c *tokenCache) gen() uint64 {
-	if c == nil {
-		return 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.generation
+	copied := e.claims
+	return &copied, c.generation, true
 }
 
 // put remembers a token that passed every check until its exp, unless the cache was cleared
-// since gen. When the cache is full, expired entries go first (swept at most once a second),
+// since get returned gen. When the cache is full, expired entries go first (swept at most once a second),
 // then a random one.
 func (c *tokenCache) put(token string, claims *Claims, gen uint64, now time.Time) {
 	if c == nil || claims.ExpiresAt == nil || !now.Before(claims.ExpiresAt.Time) {

@@ -20,27 +20,27 @@ func TestCacheBoundedAndExpiring(t *testing.T) {
 	now := time.Now()
 	c := newTokenCache(3)
 	for i := range 5 {
-		c.put(fmt.Sprint("token", i), claimsUntil("user_1", now.Add(time.Minute)), c.gen(), now)
+		c.put(fmt.Sprint("token", i), claimsUntil("user_1", now.Add(time.Minute)), gen(c, now), now)
 	}
 	if got := c.len(); got != 3 {
 		t.Fatalf("len = %d, want 3 (the bound)", got)
 	}
 	// Full of expired entries: they go first, the fresh one stays.
 	later := now.Add(2 * time.Minute)
-	c.put("fresh", claimsUntil("user_2", later.Add(time.Minute)), c.gen(), later)
+	c.put("fresh", claimsUntil("user_2", later.Add(time.Minute)), gen(c, now), later)
 	if got := c.len(); got != 1 {
 		t.Fatalf("len = %d after the sweep, want 1", got)
 	}
-	if got, ok := c.get("fresh", later); !ok || got.Subject != "user_2" {
+	if got, _, ok := c.get("fresh", later); !ok || got.Subject != "user_2" {
 		t.Fatalf("get(fresh) = %v, %v", got, ok)
 	}
 	// An entry dies at the token's exp.
-	if _, ok := c.get("fresh", later.Add(time.Minute)); ok {
+	if _, _, ok := c.get("fresh", later.Add(time.Minute)); ok {
 		t.Fatal("hit after exp")
 	}
 	// Nothing without an exp, or already expired, is kept.
-	c.put("no exp", &Claims{}, c.gen(), now)
-	c.put("expired", claimsUntil("user_3", now.Add(-time.Second)), c.gen(), now)
+	c.put("no exp", &Claims{}, gen(c, now), now)
+	c.put("expired", claimsUntil("user_3", now.Add(-time.Second)), gen(c, now), now)
 	if got := c.len(); got != 0 {
 		t.Fatalf("len = %d, want 0", got)
 	}
@@ -50,10 +50,10 @@ func TestCacheGetReturnsACopy(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	c := newTokenCache(10)
-	c.put("t", claimsUntil("user_1", now.Add(time.Minute)), c.gen(), now)
-	got, _ := c.get("t", now)
+	c.put("t", claimsUntil("user_1", now.Add(time.Minute)), gen(c, now), now)
+	got, _, _ := c.get("t", now)
 	got.Subject = "user_evil"
-	if again, _ := c.get("t", now); again.Subject != "user_1" {
+	if again, _, _ := c.get("t", now); again.Subject != "user_1" {
 		t.Fatalf("the cache kept a caller's change: %q", again.Subject)
 	}
 }
@@ -62,10 +62,10 @@ func TestCacheClearWinsOverAnInFlightVerification(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	c := newTokenCache(10)
-	gen := c.gen() // a verification starts with the old keys...
-	c.clear()      // ...the key set is replaced meanwhile...
+	_, gen, _ := c.get("t", now) // a verification starts with the old keys...
+	c.clear()                    // ...the key set is replaced meanwhile...
 	c.put("t", claimsUntil("user_1", now.Add(time.Minute)), gen, now)
-	if _, ok := c.get("t", now); ok {
+	if _, _, ok := c.get("t", now); ok {
 		t.Fatal("a token verified with replaced keys was remembered")
 	}
 }
@@ -119,4 +119,10 @@ func TestCacheDisabled(t *testing.T) {
 	if v.cache != nil || v.cache.len() != 0 {
 		t.Fatal("cache in use")
 	}
+}
+
+// gen is the generation a miss would return.
+func gen(c *tokenCache, now time.Time) uint64 {
+	_, g, _ := c.get("", now)
+	return g
 }

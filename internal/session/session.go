@@ -158,9 +158,6 @@ func New(opts Options) (*Verifier, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(opts.Leeway),
 	}
-	if opts.Now != nil {
-		validatorOpts = append(validatorOpts, jwt.WithTimeFunc(opts.Now))
-	}
 	v := &Verifier{
 		// Claims are validated apart from the signature (checkClaims), so that a cache of
 		// verified signatures can sit between the two and every claim check still runs.
@@ -169,14 +166,14 @@ func New(opts Options) (*Verifier, error) {
 			jwt.WithStrictDecoding(),
 			jwt.WithoutClaimsValidation(),
 		),
-		validator: jwt.NewValidator(validatorOpts...),
-		issuer:    opts.Issuer,
-		cache:     newTokenCache(cmp.Or(opts.CacheSize, DefaultCacheSize)),
-		now:       opts.Now,
+		issuer: opts.Issuer,
+		cache:  newTokenCache(cmp.Or(opts.CacheSize, DefaultCacheSize)),
+		now:    opts.Now,
 	}
 	if v.now == nil {
 		v.now = time.Now
 	}
+	v.validator = jwt.NewValidator(append(validatorOpts, jwt.WithTimeFunc(v.now))...)
 	for _, p := range opts.AuthorizedParties {
 		if p = strings.TrimSpace(p); p != "" {
 			if v.parties == nil {
@@ -229,8 +226,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, refuse(ReasonTooLarge, "token is %d bytes, more than %d", len(token), MaxTokenBytes)
 	}
-	claims, cached := v.cache.get(token, v.now())
-	gen := v.cache.gen()
+	claims, gen, cached := v.cache.get(token, v.now())
 	if !cached {
 		var err error
 		if claims, err = v.verifySignature(ctx, token); err != nil {
