@@ -36,3 +36,7 @@ test: ## Run every test with the race detector (needs Postgres; NATS is embedded
 .PHONY: bench
 bench: ## Run the Go benchmarks.
 	go test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+.PHONY: loadtest
+loadtest: ## Measure ingest, worker and api against the machine's raw limits (in-process stack; see docs/benchmarks.md). LOADTEST_FLAGS adds flags.
+	go run ./cmd/loadgen all $(LOADTEST_FLAGS)
