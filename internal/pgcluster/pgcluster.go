@@ -10,6 +10,7 @@ package pgcluster
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +99,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
-	if err := prepareDir(dataDir, cred); err != nil {
+	if err := prepareDir(dataDir, cred, cmp.Or(o.User, "postgres")); err != nil {
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
 	if err := ensureInitialised(ctx, bin, dataDir, cred, o.Ephemeral); err != nil {
@@ -283,9 +284,7 @@ func credential(name string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	if name == "" {
-		name = "postgres"
-	}
+	name = cmp.Or(name, "postgres")
 	u, err := user.Lookup(name)
 	if err != nil {
 		return nil, fmt.Errorf("running as root, PostgreSQL needs an unprivileged system user to run as, and there is no user %q (create one: useradd --system %s, or run as a normal user)", name, name)
@@ -300,7 +299,7 @@ func credential(name string) (*syscall.Credential, error) {
 
 // prepareDir creates the data directory's parent, and checks that the user the server runs as
 // can reach the data directory through it.
-func prepareDir(dataDir string, cred *syscall.Credential) error {
+func prepareDir(dataDir string, cred *syscall.Credential, userName string) error {
 	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
 		return fmt.Errorf("creating the data directory's parent: %w", err)
 	}
@@ -313,7 +312,7 @@ func prepareDir(dataDir string, cred *syscall.Credential) error {
 			return err
 		}
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && !searchable(fi.Mode(), st, cred) {
-			return fmt.Errorf("PostgreSQL runs as uid %d, which cannot reach %s: %s (mode %v) is not searchable by it; use a data directory elsewhere or chmod o+x %s", cred.Uid, dataDir, dir, fi.Mode().Perm(), dir)
+			return fmt.Errorf("PostgreSQL runs as user %s, which cannot reach %s: %s (mode %04o) is not searchable by it; use a data directory elsewhere or chmod o+x %s", userName, dataDir, dir, fi.Mode().Perm(), dir)
 		}
 		if dir == filepath.Dir(dir) {
 			return nil

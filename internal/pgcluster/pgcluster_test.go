@@ -187,8 +187,8 @@ func TestPrepareDirChecksReachability(t *testing.T) {
 		t.Fatal(err)
 	}
 	private := t.TempDir() // 0700, owned by root
-	err = prepareDir(filepath.Join(private, "pg", "data"), cred)
-	if err == nil || !strings.Contains(err.Error(), "cannot reach") {
+	err = prepareDir(filepath.Join(private, "pg", "data"), cred, "postgres")
+	if err == nil || !strings.Contains(err.Error(), "user postgres, which cannot reach") || !strings.Contains(err.Error(), "(mode 0700)") {
 		t.Fatalf("prepareDir under a 0700 root directory: %v, want it to say the server cannot reach it", err)
 	}
 }
