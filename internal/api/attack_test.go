@@ -138,40 +138,41 @@ func TestAttackTable(t *testing.T) {
 		{name: "bad cookie", req: request{cookie: flipped}},
 		{name: "no token", req: request{}, code: "missing_token"},
 	}
-	t.Run("rows", func(t *testing.T) {
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				t.Parallel()
-				rec, queries := b.do(t, tt.req)
-				if tt.accept {
-					wantError(t, rec, http.StatusNotFound, "user_not_synced")
-					if queries != 1 {
-						t.Errorf("queries = %d, want 1", queries)
-					}
-					return
-				}
-				code, challenge := "invalid_token", invalidChallenge
-				if tt.code == "missing_token" {
-					code, challenge = tt.code, "Bearer"
-				}
-				wantError(t, rec, http.StatusUnauthorized, code)
-				if got := rec.Header().Values("WWW-Authenticate"); len(got) != 1 || got[0] != challenge {
-					t.Errorf("WWW-Authenticate = %q, want %q", got, challenge)
-				}
-				if queries != 0 {
-					t.Errorf("a refused token ran %d database queries", queries)
-				}
-			})
+	// Checked once every row has run (parallel subtests finish before cleanups).
+	t.Cleanup(func() {
+		if n := attackerHits.Load(); n != 0 {
+			t.Errorf("the attacker's server was fetched %d times", n)
+		}
+		// One fetch at start, at most one more for the unknown kids.
+		if n := iss.Fetches(); n > 2 {
+			t.Errorf("our JWKS was fetched %d times", n)
+		}
+		if logs := b.logs.String(); strings.Contains(logs, parts[2]) || strings.Contains(logs, "DROP TABLE") {
+			t.Errorf("the log holds token material:\n%s", logs)
 		}
 	})
-	if n := attackerHits.Load(); n != 0 {
-		t.Errorf("the attacker's server was fetched %d times", n)
-	}
-	// One fetch at start, at most one more for the unknown kids.
-	if n := iss.Fetches(); n > 2 {
-		t.Errorf("our JWKS was fetched %d times", n)
-	}
-	if logs := b.logs.String(); strings.Contains(logs, parts[2]) || strings.Contains(logs, "DROP TABLE") {
-		t.Errorf("the log holds token material:\n%s", logs)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rec, queries := b.do(t, tt.req)
+			if tt.accept {
+				wantError(t, rec, http.StatusNotFound, "user_not_synced")
+				if queries != 1 {
+					t.Errorf("queries = %d, want 1", queries)
+				}
+				return
+			}
+			code, challenge := "invalid_token", invalidChallenge
+			if tt.code == "missing_token" {
+				code, challenge = tt.code, "Bearer"
+			}
+			wantError(t, rec, http.StatusUnauthorized, code)
+			if got := rec.Header().Values("WWW-Authenticate"); len(got) != 1 || got[0] != challenge {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, challenge)
+			}
+			if queries != 0 {
+				t.Errorf("a refused token ran %d database queries", queries)
+			}
+		})
 	}
 }
