@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -51,9 +52,31 @@ func ParseEnv[T any](getenv func(string) string) (T, error) {
 		if errors.As(err, &agg) && len(agg.Errors) > 0 {
 			err = agg.Errors[0]
 		}
+		// The library names the Go field of a bad value; the operator knows the variable.
+		if pe, ok := errors.AsType[env.ParseError](err); ok {
+			if key := envKey(reflect.TypeFor[T](), pe.Name); key != "" {
+				return cfg, fmt.Errorf("config: %s: %w", key, pe.Err)
+			}
+		}
 		return cfg, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// envKey returns the variable of the field called name in t, or in the structs it nests.
+func envKey(t reflect.Type, name string) string {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if key, _, _ := strings.Cut(f.Tag.Get("env"), ","); f.Name == name && key != "" {
+			return key
+		}
+		if f.Type.Kind() == reflect.Struct && f.IsExported() {
+			if key := envKey(f.Type, name); key != "" {
+				return key
+			}
+		}
+	}
+	return ""
 }
 
 // NewLogger builds the service's logger from LOG_FORMAT (json|text) and LOG_LEVEL
