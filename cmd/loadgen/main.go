@@ -165,6 +165,7 @@ func (c *command) all(ctx context.Context, args []string) error {
 	apiDur := c.fs.Duration("api-d", d.APIDuration, "length of each api stage")
 	dbURL := c.fs.String("database-url", c.getenv("DATABASE_URL"), "Postgres server to create the scratch database on (default: the local server, else a private cluster)")
 	logLevel := c.fs.String("log-level", "warn", "level of the services' logs (on stderr)")
+	profileDir := c.fs.String("profile", "", "write a CPU profile of each measured stage (the whole process: load, services, NATS) into this directory")
 	if err := c.parse(args, 20*time.Minute); err != nil {
 		return ignoreHelp(err)
 	}
@@ -194,6 +195,11 @@ func (c *command) all(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(dir)
 	o.Stack = loadgen.StackOptions{Dir: dir, DatabaseURL: *dbURL, Getenv: c.getenv, Logger: logger}
+	if o.ProfileDir = *profileDir; o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return err
+		}
+	}
 
 	ctx, p, stop := c.start(ctx)
 	o.Progress = p

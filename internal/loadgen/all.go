@@ -3,8 +3,11 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +42,9 @@ type AllOptions struct {
 	Seed     uint64
 	Stack    StackOptions
 	Progress *Progress
+	// ProfileDir, when set, receives a CPU profile of the whole process (load generator,
+	// services, NATS) for each measured stage.
+	ProfileDir string
 }
 
 // DefaultAllOptions is what `loadgen all` runs with no flags: a few minutes on a small machine.
@@ -119,8 +125,21 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 
 	rep = NewReport(o.Seed)
 	p := o.Progress
-	add := func(r Result) { rep.Stages = append(rep.Stages, r) }
 	defer func() { rep.Targets = targets(rep.Stages, o) }()
+	// stage runs one measured stage, under a CPU profile of its own when asked for.
+	stage := func(name string, fn func(name string) (Result, error)) error {
+		stop, err := startProfile(o.ProfileDir, name)
+		if err != nil {
+			return err
+		}
+		r, err := fn(name)
+		stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rep.Stages = append(rep.Stages, r)
+		return nil
+	}
 
 	p.Stage("starting the stack", 0)
 	st, err := StartStack(ctx, o.Stack)
@@ -139,13 +158,20 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 		return NewWorkload(seed, n)
 	}
 
-	// Ingest against its raw limit, alternating so drift on a shared machine hits both alike.
+	// Ingest against its raw limit, one after the other at each client count, so that drift on
+	// a shared machine hits both alike. Under sync always, what ingest stores is the backlog the
+	// worker drains below.
 	var backlog []Workload
-	var accepted atomic.Int64 // distinct events ingest stored on the stack's NATS
+	var accepted atomic.Int64 // distinct events stored on the stack's NATS
+	countAccepted := func(_ int, _ time.Time, duplicate bool) {
+		if !duplicate {
+			accepted.Add(1)
+		}
+	}
 	for _, always := range modes {
-		natsURL, ingestURL, policy := st.NATSURL, st.IngestURL, "sync always"
+		natsURL, ingestURL, policy, onAccept := st.NATSURL, st.IngestURL, "sync always", countAccepted
 		if !always {
-			policy = "default sync"
+			policy, onAccept = "default sync", nil
 			srv, err := StartNATS(filepath.Join(o.Stack.Dir, "nats-default-sync"), false)
 			if err != nil {
 				return rep, err
@@ -157,80 +183,67 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 			}
 		}
 		for _, c := range o.Clients {
-			// Warm up: connections, the stream's first blocks, the services' code paths.
+			// Warm up, unmeasured: connections, the stream's first blocks, the code paths.
 			if _, err := Publish(ctx, "warm-up", PublishOptions{NATSURL: natsURL, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
 				return rep, err
 			}
+			warm := nextWorkload(warmup(c))
+			if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: warm, Progress: p, Accepted: onAccept}); err != nil {
+				return rep, err
+			}
 			w := nextWorkload(o.N)
-			r, err := Publish(ctx, stageName("publish", policy, c), PublishOptions{NATSURL: natsURL, Clients: c, Workload: w, Progress: p})
-			if err != nil {
-				return rep, err
-			}
-			add(r)
-			io := IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p}
 			if always {
-				backlog = append(backlog, w)
-				io.Accepted = func(_ int, _ time.Time, duplicate bool) {
-					if !duplicate {
-						accepted.Add(1)
-					}
-				}
+				backlog = append(backlog, warm, w)
 			}
-			if always {
-				warm := nextWorkload(warmup(c))
-				backlog = append(backlog, warm)
-				if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: warm, Progress: p, Accepted: io.Accepted}); err != nil {
-					return rep, err
-				}
-			} else if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
+			if err := stage(stageName("publish", policy, c), func(name string) (Result, error) {
+				return Publish(ctx, name, PublishOptions{NATSURL: natsURL, Clients: c, Workload: w, Progress: p})
+			}); err != nil {
 				return rep, err
 			}
-			r, err = Ingest(ctx, stageName("ingest", policy, c), io)
-			if err != nil {
+			if err := stage(stageName("ingest", policy, c), func(name string) (Result, error) {
+				return Ingest(ctx, name, IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p, Accepted: onAccept})
+			}); err != nil {
 				return rep, err
 			}
-			add(r)
 		}
 	}
 
 	// The worker against its raw limit, on the same events.
 	for _, par := range o.UpsertParallel {
-		r, err := Upsert(ctx, "upsert baseline p="+strconv.Itoa(par), UpsertOptions{
-			DatabaseURL: st.DatabaseURL, Parallel: par, BatchSize: o.BatchSize, Workloads: backlog, Progress: p,
-		})
-		if err != nil {
+		if err := stage("upsert baseline p="+strconv.Itoa(par), func(name string) (Result, error) {
+			return Upsert(ctx, name, UpsertOptions{DatabaseURL: st.DatabaseURL, Parallel: par, BatchSize: o.BatchSize, Workloads: backlog, Progress: p})
+		}); err != nil {
 			return rep, err
 		}
-		add(r)
 	}
 	if len(backlog) > 0 {
-		r, err := drainWorker(ctx, st, int(accepted.Load()), p)
-		if err != nil {
+		if err := stage("worker drain", func(name string) (Result, error) {
+			return drainWorker(ctx, name, st, int(accepted.Load()), p)
+		}); err != nil {
 			return rep, err
 		}
-		add(r)
 	} else if err := st.StartWorker(ctx); err != nil {
 		return rep, err
 	}
 
 	// End to end: paced at the rate the lag target names, then flat out.
-	r, err := E2E(ctx, fmt.Sprintf("e2e @%g/s", o.E2ERate), E2EOptions{DatabaseURL: st.DatabaseURL, Ingest: IngestOptions{
-		URL: st.IngestURL, Secret: st.Secret, Clients: o.E2EClients, Rate: o.E2ERate,
-		Workload: nextWorkload(int(o.E2ERate * o.E2EDuration.Seconds())), Progress: p,
-	}})
-	if err != nil {
+	if err := stage(fmt.Sprintf("e2e @%g/s", o.E2ERate), func(name string) (Result, error) {
+		return E2E(ctx, name, E2EOptions{DatabaseURL: st.DatabaseURL, Ingest: IngestOptions{
+			URL: st.IngestURL, Secret: st.Secret, Clients: o.E2EClients, Rate: o.E2ERate,
+			Workload: nextWorkload(int(o.E2ERate * o.E2EDuration.Seconds())), Progress: p,
+		}})
+	}); err != nil {
 		return rep, err
 	}
-	add(r)
-	r, err = E2E(ctx, "e2e flat out c="+strconv.Itoa(o.E2EClients), E2EOptions{DatabaseURL: st.DatabaseURL, Ingest: IngestOptions{
-		URL: st.IngestURL, Secret: st.Secret, Clients: o.E2EClients, Workload: nextWorkload(o.N), Progress: p,
-	}})
-	if err != nil {
+	if err := stage("e2e flat out c="+strconv.Itoa(o.E2EClients), func(name string) (Result, error) {
+		return E2E(ctx, name, E2EOptions{DatabaseURL: st.DatabaseURL, Ingest: IngestOptions{
+			URL: st.IngestURL, Secret: st.Secret, Clients: o.E2EClients, Workload: nextWorkload(o.N), Progress: p,
+		}})
+	}); err != nil {
 		return rep, err
 	}
-	add(r)
 
-	// The api against its raw limit, with the same tokens.
+	// The api against its raw limit, with the same tokens: one per user, reused.
 	users, err := SyncedUsers(ctx, st.DatabaseURL, o.APIUsers)
 	if err != nil {
 		return rep, err
@@ -243,26 +256,20 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 	if err != nil {
 		return rep, err
 	}
-	warm := APIOptions{URL: base.URL, Tokens: tokens, Clients: o.APIClients, Duration: min(apiWarmup, o.APIDuration), Progress: p}
-	if _, err := API(ctx, "warm-up", warm); err != nil {
-		base.Close()
-		return rep, err
+	defer base.Close()
+	for _, target := range []struct{ name, url string }{
+		{"api baseline c=" + strconv.Itoa(o.APIClients), base.URL},
+		{"api /auth/me c=" + strconv.Itoa(o.APIClients), st.APIURL},
+	} {
+		ao := APIOptions{URL: target.url, Tokens: tokens, Clients: o.APIClients, Duration: min(apiWarmup, o.APIDuration), Progress: p}
+		if _, err := API(ctx, "warm-up", ao); err != nil {
+			return rep, err
+		}
+		ao.Duration = o.APIDuration
+		if err := stage(target.name, func(name string) (Result, error) { return API(ctx, name, ao) }); err != nil {
+			return rep, err
+		}
 	}
-	r, err = API(ctx, "api baseline c="+strconv.Itoa(o.APIClients), APIOptions{URL: base.URL, Tokens: tokens, Clients: o.APIClients, Duration: o.APIDuration, Progress: p})
-	base.Close()
-	if err != nil {
-		return rep, err
-	}
-	add(r)
-	warm.URL = st.APIURL
-	if _, err := API(ctx, "warm-up", warm); err != nil {
-		return rep, err
-	}
-	r, err = API(ctx, "api /auth/me c="+strconv.Itoa(o.APIClients), APIOptions{URL: st.APIURL, Tokens: tokens, Clients: o.APIClients, Duration: o.APIDuration, Progress: p})
-	if err != nil {
-		return rep, err
-	}
-	add(r)
 	p.Stage("stopping the stack", 0)
 	return rep, nil
 }
@@ -280,8 +287,7 @@ func stageName(what, policy string, clients int) string {
 // drainWorker starts the worker on the backlog ingest left in the stream and measures how fast it
 // empties it into processed_events. The clock starts before the worker does, so its start-up
 // (connections, the consumer) counts against it.
-func drainWorker(ctx context.Context, st *Stack, want int, p *Progress) (Result, error) {
-	const stage = "worker drain"
+func drainWorker(ctx context.Context, stage string, st *Stack, want int, p *Progress) (Result, error) {
 	conn, err := pgx.Connect(ctx, st.DatabaseURL)
 	if err != nil {
 		return Result{}, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
@@ -310,6 +316,28 @@ func drainWorker(ctx context.Context, st *Stack, want int, p *Progress) (Result,
 			return r, nil
 		}
 	}
+}
+
+// startProfile starts a CPU profile into dir, named after the stage; with no dir it does nothing.
+func startProfile(dir, stage string) (stop func(), err error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	name := strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '=' {
+			return r
+		}
+		return '_'
+	}, stage)
+	f, err := os.Create(filepath.Join(dir, name+".pprof"))
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func or[T comparable](v, fallback T) T {
