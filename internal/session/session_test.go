@@ -532,23 +532,30 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// BenchmarkVerify is one Clerk token's verification with a cached JWKS: parsing, the RS256
-// signature and the claims.
+// BenchmarkVerify is one Clerk token's verification with a fetched JWKS: parsing, the RS256
+// signature and the claims (uncached), or the claims alone (a token seen before).
 func BenchmarkVerify(b *testing.B) {
 	iss := sessiontest.NewIssuer(b)
-	v, err := session.New(session.Options{JWKSURL: iss.JWKSURL(), Issuer: sessiontest.IssuerURL})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(v.Close)
-	deadline := time.Now().Add(10 * time.Second)
-	for v.Ready() != nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	token := iss.Token("user_1")
-	for b.Loop() {
-		if _, err := v.Verify(context.Background(), token); err != nil {
-			b.Fatal(err)
-		}
+	for _, bm := range []struct {
+		name      string
+		cacheSize int
+	}{{"uncached", -1}, {"cached", 0}} {
+		b.Run(bm.name, func(b *testing.B) {
+			v, err := session.New(session.Options{JWKSURL: iss.JWKSURL(), Issuer: sessiontest.IssuerURL, CacheSize: bm.cacheSize})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(v.Close)
+			deadline := time.Now().Add(10 * time.Second)
+			for v.Ready() != nil && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			token := iss.Token("user_1")
+			for b.Loop() {
+				if _, err := v.Verify(context.Background(), token); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
