@@ -183,7 +183,7 @@ func TestCompose(t *testing.T) {
 			t.Fatalf("nats configs %+v, want one", nats.Configs)
 		}
 		ref := nats.Configs[0]
-		if diff := cmp.Diff([]string{"--config", ref.Target}, []string(nats.Command)); diff != "" {
+		if diff := cmp.Diff([]string{"nats-server", "--config", ref.Target}, []string(nats.Command)); diff != "" {
 			t.Errorf("nats command (-want +got)\n%s", diff)
 		}
 		path := filepath.Join(t.TempDir(), "nats.conf")

@@ -54,12 +54,13 @@ func TestStatuses(t *testing.T) {
 		name    string
 		opts    []func(*options)
 		request func(*testing.T, *fixture) *http.Request
-		// outage stops NATS for the request, and starts it again before the stream is counted.
-		outage bool
-		status int
-		code   string // "" for a 200
-		added  uint64
-		dup    bool
+		// outage stops NATS for the request, and starts it again before the stream is counted;
+		// partition makes the network to NATS swallow everything, and then cuts the connection.
+		outage, partition bool
+		status            int
+		code              string // "" for a 200
+		added             uint64
+		dup               bool
 	}{
 		// stored (or already stored: same svix-id) → 200 {"id","duplicate"}
 		{name: "stored", request: signedBody(string(created)), status: 200, added: 1},
@@ -169,6 +170,12 @@ func TestStatuses(t *testing.T) {
 			outage:  true,
 			status:  503, code: "stream_unavailable",
 		},
+		{
+			name: "no ack within PUBLISH_TIMEOUT", opts: []func(*options){withPublishTimeout(500 * time.Millisecond), withProxy()},
+			request:   signedBody(string(created)),
+			partition: true,
+			status:    503, code: "stream_unavailable",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,12 +183,18 @@ func TestStatuses(t *testing.T) {
 			f := setup(t, tt.opts...)
 			req := tt.request(t, f)
 			before := f.msgs(t)
-			if tt.outage {
+			switch {
+			case tt.outage:
 				f.nats.Shutdown()
+			case tt.partition:
+				f.proxy.freeze()
 			}
 			got := send(t, req)
-			if tt.outage {
+			switch {
+			case tt.outage:
 				f.nats.Start()
+			case tt.partition:
+				f.proxy.cut()
 			}
 			if got.status != tt.status || got.code != tt.code {
 				t.Fatalf("answer %d %q, want %d %q", got.status, got.code, tt.status, tt.code)

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +42,7 @@ type options struct {
 	maxBody        int64
 	publishTimeout time.Duration
 	now            time.Time
+	proxied        bool
 }
 
 func withSecrets(s ...string) func(*options) { return func(o *options) { o.secrets = s } }
@@ -49,10 +52,14 @@ func withPublishTimeout(d time.Duration) func(*options) {
 }
 func withNow(t time.Time) func(*options) { return func(o *options) { o.now = t } }
 
+// withProxy puts a blackhole between ingest and NATS, to play a partition.
+func withProxy() func(*options) { return func(o *options) { o.proxied = true } }
+
 // fixture is ingest's handler on an httptest server, publishing to its own embedded NATS server
 // through a connection made exactly as Run makes it.
 type fixture struct {
 	nats    *eventtest.Server
+	proxy   *blackhole       // with withProxy
 	stream  jetstream.Stream // read side, on a separate connection
 	url     string
 	handler http.Handler
@@ -85,7 +92,13 @@ func setup(t testing.TB, opts ...func(*options)) *fixture {
 
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	nc, err := connect(srv.URL(), logger, make(chan struct{}, 1))
+	natsURL := srv.URL()
+	var proxy *blackhole
+	if o.proxied {
+		proxy = newBlackhole(t, natsURL)
+		natsURL = proxy.url()
+	}
+	nc, err := connect(natsURL, logger, make(chan struct{}, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +125,7 @@ func setup(t testing.TB, opts ...func(*options)) *fixture {
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 
-	f := &fixture{nats: srv, stream: stream, url: hs.URL, handler: h, reg: reg, opts: o}
+	f := &fixture{nats: srv, proxy: proxy, stream: stream, url: hs.URL, handler: h, reg: reg, opts: o}
 	// Whatever the test did, the logs hold no secret, signature or body.
 	t.Cleanup(func() {
 		out := logs.String()
@@ -305,4 +318,99 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// blackhole is a TCP proxy that can stop passing bytes without closing anything, as a network
+// partition does: the connection looks alive, and no answer ever comes back.
+type blackhole struct {
+	ln       net.Listener
+	upstream string
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	frozen bool
+	conns  []net.Conn
+}
+
+func newBlackhole(t testing.TB, upstream string) *blackhole {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{ln: ln, upstream: u.Host}
+	b.cond = sync.NewCond(&b.mu)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		b.cut()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", b.upstream)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, client, server)
+			b.mu.Unlock()
+			wg.Go(func() { b.pipe(server, client) })
+			wg.Go(func() { b.pipe(client, server) })
+		}
+	})
+	return b
+}
+
+func (b *blackhole) url() string { return "nats://" + b.ln.Addr().String() }
+
+func (b *blackhole) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			b.mu.Lock()
+			for b.frozen {
+				b.cond.Wait()
+			}
+			b.mu.Unlock()
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze stops every byte, both ways.
+func (b *blackhole) freeze() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.frozen = true
+}
+
+// cut ends the partition by closing every connection, so what was held back is lost, and lets
+// new connections through.
+func (b *blackhole) cut() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.conns = nil
+	b.frozen = false
+	b.cond.Broadcast()
 }
