@@ -22,8 +22,8 @@ type consumer struct {
 	cfg     Config
 	logger  *slog.Logger
 	pool    *pgxpool.Pool
-	stream  jetstream.Stream
-	cons    jetstream.Consumer
+	js      jetstream.JetStream
+	cons    jetstream.Consumer // only the run loop uses it
 	metrics *metrics
 }
 
@@ -44,6 +44,7 @@ func (c *consumer) run(ctx context.Context) error {
 		msgs, err := c.fetch()
 		if err != nil {
 			c.logger.Warn("fetching from the stream", "err", err)
+			c.recreateIfGone(ctx)
 			sleep(ctx, time.Second)
 		}
 		if len(msgs) > 0 {
@@ -51,6 +52,23 @@ func (c *consumer) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// recreateIfGone creates the durable consumer again when it was deleted (by an operator, or with
+// the stream): it starts over from the beginning of the stream, and processed_events makes
+// everything already applied a duplicate.
+func (c *consumer) recreateIfGone(ctx context.Context) {
+	_, err := c.cons.Info(ctx)
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	cons, err := ensureConsumer(ctx, c.js, c.cfg)
+	if err != nil {
+		c.logger.Error("the durable consumer is gone and cannot be created again", "consumer", c.cfg.Consumer, "err", err)
+		return
+	}
+	c.cons = cons
+	c.logger.Warn("the durable consumer was gone: created it again", "consumer", c.cfg.Consumer)
 }
 
 // fetch waits up to FetchWait for one message, then takes whatever else is ready, up to a batch:
@@ -257,11 +275,12 @@ func (c *consumer) ack(m jetstream.Msg) {
 func (c *consumer) pending() float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	info, err := c.cons.Info(ctx)
+	// Looked up afresh (one request): the run loop may replace c.cons.
+	cons, err := c.js.Consumer(ctx, event.Stream, c.cfg.Consumer)
 	if err != nil {
 		return math.NaN()
 	}
-	return float64(info.NumPending)
+	return float64(cons.CachedInfo().NumPending)
 }
 
 // maxDeliveriesAdvisory is the part of JetStream's io.nats.jetstream.advisory.v1.max_deliver the
@@ -292,7 +311,11 @@ func (c *consumer) parkMaxDelivered(ctx context.Context, data []byte) {
 		c.logger.Warn("unreadable max-deliveries advisory", "err", err)
 		return
 	}
-	raw, err := c.stream.GetMsg(ctx, adv.StreamSeq)
+	stream, err := c.js.Stream(ctx, event.Stream)
+	var raw *jetstream.RawStreamMsg
+	if err == nil {
+		raw, err = stream.GetMsg(ctx, adv.StreamSeq)
+	}
 	if err != nil {
 		c.logger.Error("message reached MaxDeliver but cannot be read back to park it", "seq", adv.StreamSeq, "err", err)
 		return

@@ -54,11 +54,11 @@ func setup(t *testing.T) *bundle {
 // consumer builds the durable consumer the way Run does, for tests that drive batches by hand.
 func (b *bundle) consumer(t *testing.T) *consumer {
 	t.Helper()
-	stream, cons, err := ensureConsumer(context.Background(), b.js, b.cfg)
+	cons, err := ensureConsumer(context.Background(), b.js, b.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &consumer{cfg: b.cfg, logger: testLogger(t), pool: b.pool, stream: stream, cons: cons,
+	return &consumer{cfg: b.cfg, logger: testLogger(t), pool: b.pool, js: b.js, cons: cons,
 		metrics: newMetrics(prometheus.NewRegistry())}
 }
 

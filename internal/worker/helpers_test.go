@@ -66,6 +66,17 @@ func fixture(t testing.TB, name string) map[string]any {
 	return m
 }
 
+var templates sync.Map // name → map[string]any, never modified
+
+func template(t testing.TB, name string) map[string]any {
+	t.Helper()
+	if m, ok := templates.Load(name); ok {
+		return m.(map[string]any)
+	}
+	m, _ := templates.LoadOrStore(name, fixture(t, name))
+	return m.(map[string]any)
+}
+
 // body is the webhook body Clerk would send for e: its published example with e's values.
 func (e histEvent) body(t testing.TB) []byte {
 	t.Helper()
@@ -73,10 +84,13 @@ func (e histEvent) body(t testing.TB) []byte {
 	if name != "user.deleted" && name != "user.updated" {
 		name = "user.created" // also the shape of an ignored user.* type
 	}
-	env := fixture(t, name)
+	// Shallow copies of a decoded fixture: only top-level keys of the envelope and of data change.
+	tmpl := template(t, name)
+	env := maps.Clone(tmpl)
 	env["type"] = e.Type
 	env["timestamp"] = e.At.UnixMilli()
-	data := env["data"].(map[string]any)
+	data := maps.Clone(tmpl["data"].(map[string]any))
+	env["data"] = data
 	data["id"] = e.ClerkID
 	if e.Type != "user.deleted" {
 		data["created_at"] = nil

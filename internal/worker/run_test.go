@@ -580,3 +580,26 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
+
+// TestRunRecreatesDeletedConsumer: when the durable consumer disappears (deleted by hand, or with
+// the stream's data), the worker creates it again and goes on; the ledger makes the redelivered
+// history duplicates.
+func TestRunRecreatesDeletedConsumer(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	start(t, b.cfg)
+	first, second := created("msg_first", "user_first", 1700000000000), created("msg_second", "user_second", 1700000000000)
+	publish(t, b.js, first, false)
+	waitFor(t, 10*time.Second, "the first event", func() bool { return count(t, b.pool, `SELECT count(*) FROM users`) == 1 })
+	if err := b.js.DeleteConsumer(context.Background(), event.Stream, b.cfg.Consumer); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b.js, second, false)
+	waitFor(t, 20*time.Second, "the event after the consumer was deleted", func() bool {
+		return count(t, b.pool, `SELECT count(*) FROM users`) == 2
+	})
+	settled(t, durable(t, b))
+	if diff := cmp.Diff(fold(t, []histEvent{first, second}), readState(t, b.pool)); diff != "" {
+		t.Errorf("projection (-want +got):\n%s", diff)
+	}
+}

@@ -97,13 +97,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		_ = nc.FlushTimeout(5 * time.Second)
 		nc.Close()
 	}()
-	stream, cons, err := ensureConsumer(ctx, js, cfg)
+	cons, err := ensureConsumer(ctx, js, cfg)
 	if err != nil {
 		return err
 	}
 
 	reg := service.NewRegistry()
-	c := &consumer{cfg: cfg, logger: logger, pool: pool, stream: stream, cons: cons, metrics: newMetrics(reg)}
+	c := &consumer{cfg: cfg, logger: logger, pool: pool, js: js, cons: cons, metrics: newMetrics(reg)}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "clerksync_worker_consumer_pending",
 		Help: "Messages in the stream the durable consumer has not yet been delivered.",
@@ -178,15 +178,15 @@ func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger) (*nats.Co
 	return nc, js, nil
 }
 
-// ensureConsumer returns the stream, created with cfg.Stream only when missing (ingest owns its
-// configuration: the worker never changes an existing stream), and the durable consumer.
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, jetstream.Consumer, error) {
+// ensureConsumer creates or updates the durable consumer, and the stream with cfg.Stream when it is
+// missing (ingest owns the stream's configuration: the worker never changes an existing stream).
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
 	stream, err := js.Stream(ctx, event.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		stream, err = event.EnsureStream(ctx, js, cfg.Stream)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening stream %s: %w", event.Stream, err)
+		return nil, fmt.Errorf("opening stream %s: %w", event.Stream, err)
 	}
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       cfg.Consumer,
@@ -201,9 +201,9 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 		MaxDeliver: 2 * cfg.MaxAttempts,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating consumer %s: %w", cfg.Consumer, err)
+		return nil, fmt.Errorf("creating consumer %s: %w", cfg.Consumer, err)
 	}
-	return stream, cons, nil
+	return cons, nil
 }
 
 // maxDeliveriesSubject is where JetStream announces a message of the consumer that reached
