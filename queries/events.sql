@@ -32,3 +32,7 @@ SELECT * FROM dead_letters WHERE retried_at IS NULL ORDER BY id;
 
 -- name: MarkDeadLetterRetried :execrows
 UPDATE dead_letters SET retried_at = now() WHERE id = @id AND retried_at IS NULL;
+
+-- name: IsProcessed :one
+-- Whether a svix-id's effect is already committed.
+SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = @event_id);

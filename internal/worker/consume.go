@@ -15,6 +15,7 @@ import (
 
 	"github.com/clerksync/clerksync/internal/event"
 	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 )
 
 // consumer drives the durable consumer: fetch a batch, apply it, acknowledge.
@@ -115,7 +116,7 @@ func (c *consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 		d, err := decode(msg)
 		switch {
 		case err != nil:
-			if errors.Is(c.park(ctx, pending{m, d}, err, "poison"), errStopping) {
+			if errors.Is(c.park(ctx, msgs, pending{m, d}, err, "poison"), errStopping) {
 				return
 			}
 		case d.Event == nil:
@@ -125,13 +126,14 @@ func (c *consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 			events = append(events, pending{m, d})
 		}
 	}
-	c.apply(ctx, events)
+	c.apply(ctx, msgs, events)
 }
 
 // apply applies events in one transaction and acknowledges them after the commit. When the
 // transaction fails with Postgres reachable, each event is applied alone so that one bad event
 // does not hold back the others; a lone failing event is retried with back-off, then parked.
-func (c *consumer) apply(ctx context.Context, events []pending) {
+// held is the whole batch, kept from redelivery while Postgres is out of reach.
+func (c *consumer) apply(ctx context.Context, held []jetstream.Msg, events []pending) {
 	if len(events) == 0 {
 		return
 	}
@@ -141,7 +143,7 @@ func (c *consumer) apply(ctx context.Context, events []pending) {
 		evs[i], msgs[i] = p.decoded, p.msg
 	}
 	var outcomes []outcome
-	err := c.untilReachable(ctx, msgs, func(ctx context.Context) (err error) {
+	err := c.untilReachable(ctx, held, func(ctx context.Context) (err error) {
 		outcomes, err = applyTx(ctx, c.pool, evs, false, nil)
 		return err
 	})
@@ -156,16 +158,16 @@ func (c *consumer) apply(ctx context.Context, events []pending) {
 	case len(events) > 1:
 		c.logger.Warn("batch failed: applying its events one by one", "events", len(events), "err", err)
 		for i := range events {
-			c.apply(ctx, events[i:i+1])
+			c.apply(ctx, held, events[i:i+1])
 		}
 	default:
-		c.fail(ctx, events[0], err)
+		c.fail(ctx, held, events[0], err)
 	}
 }
 
 // fail handles an event whose transaction failed with Postgres reachable: delivered fewer than
 // MaxAttempts times, it is NAKed with a delay that doubles with each delivery; then it is parked.
-func (c *consumer) fail(ctx context.Context, p pending, cause error) {
+func (c *consumer) fail(ctx context.Context, held []jetstream.Msg, p pending, cause error) {
 	meta, err := p.msg.Metadata()
 	if err != nil {
 		c.logger.Error("unreadable stream message left for redelivery", "seq", p.Seq, "err", err)
@@ -173,7 +175,7 @@ func (c *consumer) fail(ctx context.Context, p pending, cause error) {
 	}
 	attempt := meta.NumDelivered
 	if attempt >= uint64(c.cfg.MaxAttempts) {
-		_ = c.park(ctx, p, fmt.Errorf("failed %d times, last: %w", attempt, cause), "max_attempts")
+		_ = c.park(ctx, held, p, fmt.Errorf("failed %d times, last: %w", attempt, cause), "max_attempts")
 		return
 	}
 	delay := backoff(c.cfg.RetryDelay, c.cfg.RetryMaxDelay, attempt)
@@ -197,11 +199,12 @@ func backoff(base, limit time.Duration, attempt uint64) time.Duration {
 	return time.Duration(d)
 }
 
-// park writes p to dead_letters (waiting out a Postgres outage) and terminates it, so JetStream
-// never delivers it again. It returns errStopping when the worker stops before Postgres is back.
-func (c *consumer) park(ctx context.Context, p pending, reason error, why string) error {
+// park writes p to dead_letters (waiting out a Postgres outage, holding its batch) and terminates
+// it, so JetStream never delivers it again. It returns errStopping when the worker stops before
+// Postgres is back.
+func (c *consumer) park(ctx context.Context, held []jetstream.Msg, p pending, reason error, why string) error {
 	var parked bool
-	err := c.untilReachable(ctx, []jetstream.Msg{p.msg}, func(ctx context.Context) (err error) {
+	err := c.untilReachable(ctx, held, func(ctx context.Context) (err error) {
 		parked, err = parkMessage(ctx, c.pool, p.message, reason)
 		return err
 	})
@@ -324,7 +327,14 @@ func (c *consumer) parkMaxDelivered(ctx context.Context, data []byte) {
 	d, _ := decode(m)
 	reason := fmt.Errorf("not acknowledged after %d deliveries: JetStream gave up (MaxDeliver)", adv.Deliveries)
 	var parked bool
-	err = c.untilReachable(ctx, nil, func(ctx context.Context) (err error) {
+	err = c.untilReachable(ctx, nil, func(ctx context.Context) error {
+		// Applied but never acknowledged (acks lost): nothing is left to do.
+		if m.EventID != "" {
+			if done, err := dbsqlc.New(c.pool).IsProcessed(ctx, m.EventID); err != nil || done {
+				return postgres.InterpretError(err)
+			}
+		}
+		var err error
 		parked, err = parkMessage(ctx, c.pool, m, reason)
 		return err
 	})

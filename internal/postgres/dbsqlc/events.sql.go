@@ -114,6 +114,18 @@ func (q *Queries) InsertProcessedEvents(ctx context.Context, arg InsertProcessed
 	return items, nil
 }
 
+const isProcessed = `-- name: IsProcessed :one
+SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)
+`
+
+// Whether a svix-id's effect is already committed.
+func (q *Queries) IsProcessed(ctx context.Context, eventID string) (bool, error) {
+	row := q.db.QueryRow(ctx, isProcessed, eventID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const listDeadLetters = `-- name: ListDeadLetters :many
 SELECT id, event_id, stream_seq, subject, error, length(payload)::int AS payload_bytes, created_at, retried_at
 FROM dead_letters
