@@ -18,8 +18,10 @@ import (
 
 // AllOptions configures All. Zero fields take the defaults of DefaultAllOptions.
 type AllOptions struct {
-	// N is the number of webhooks of each publish and ingest stage.
-	N int
+	// N is the number of webhooks of each publish and ingest stage, sent in Rounds rounds that
+	// alternate publish and ingest.
+	N      int
+	Rounds int
 	// Clients are the client counts the publish and ingest stages run at.
 	Clients []int
 	// Sync says which NATS flush policies to measure ingest under: "always" (what clerksync
@@ -50,7 +52,8 @@ type AllOptions struct {
 // DefaultAllOptions is what `loadgen all` runs with no flags: a few minutes on a small machine.
 func DefaultAllOptions() AllOptions {
 	return AllOptions{
-		N:              10000,
+		N:              20000,
+		Rounds:         4,
 		Clients:        []int{32, 64},
 		Sync:           "both",
 		UpsertParallel: []int{1, 4},
@@ -65,33 +68,6 @@ func DefaultAllOptions() AllOptions {
 	}
 }
 
-// Report is what All measured.
-type Report struct {
-	Started time.Time `json:"started"`
-	Machine Machine   `json:"machine"`
-	Seed    uint64    `json:"seed"`
-	Stages  []Result  `json:"stages"`
-	Targets []Target  `json:"targets"`
-}
-
-// Machine describes where the numbers come from.
-type Machine struct {
-	CPUs      int    `json:"cpus"`
-	OS        string `json:"os"`
-	Arch      string `json:"arch"`
-	GoVersion string `json:"go_version"`
-}
-
-// Target is one of the issue's goals, checked against a baseline of the same run.
-type Target struct {
-	Name     string  `json:"name"`
-	Value    float64 `json:"value"`
-	Unit     string  `json:"unit"` // "×" for a ratio, "ms"
-	Goal     string  `json:"goal"`
-	Met      bool    `json:"met"`
-	Measured string  `json:"measured"` // what the value was computed from
-}
-
 // All starts a stack in this process and runs, back to back against it: for each NATS flush
 // policy and client count, the raw JetStream publish baseline and ingest; the raw upsert
 // baseline on the rows those webhooks make; the worker draining that backlog; end to end at a
@@ -99,7 +75,7 @@ type Target struct {
 // count or duration. It returns what it measured so far along with any error.
 func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 	d := DefaultAllOptions()
-	o.N = or(o.N, d.N)
+	o.N, o.Rounds = or(o.N, d.N), or(o.Rounds, d.Rounds)
 	if len(o.Clients) == 0 {
 		o.Clients = d.Clients
 	}
@@ -125,20 +101,27 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 
 	rep = NewReport(o.Seed)
 	p := o.Progress
-	defer func() { rep.Targets = targets(rep.Stages, o) }()
-	// stage runs one measured stage, under a CPU profile of its own when asked for.
-	stage := func(name string, fn func(name string) (Result, error)) error {
-		stop, err := startProfile(o.ProfileDir, name)
+	defer func() { rep.Targets, rep.PeakRSS = targets(rep.Stages, o), peakRSS() }()
+	// measure runs one measured stage (or one round of it), under a CPU profile of its own when
+	// asked for; stage adds it to the report.
+	measure := func(name, profile string, fn func(name string) (Result, error)) (Result, error) {
+		stop, err := startProfile(o.ProfileDir, profile)
 		if err != nil {
-			return err
+			return Result{}, err
 		}
 		r, err := fn(name)
 		stop()
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return Result{}, fmt.Errorf("%s: %w", name, err)
 		}
-		rep.Stages = append(rep.Stages, r)
-		return nil
+		return r, nil
+	}
+	stage := func(name string, fn func(name string) (Result, error)) error {
+		r, err := measure(name, name, fn)
+		if err == nil {
+			rep.Stages = append(rep.Stages, r)
+		}
+		return err
 	}
 
 	p.Stage("starting the stack", 0)
@@ -169,6 +152,7 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 		}
 	}
 	for _, always := range modes {
+		var warm []Workload
 		natsURL, ingestURL, policy, onAccept := st.NATSURL, st.IngestURL, "sync always", countAccepted
 		if !always {
 			policy, onAccept = "default sync", nil
@@ -187,24 +171,38 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 			if _, err := Publish(ctx, "warm-up", PublishOptions{NATSURL: natsURL, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
 				return rep, err
 			}
-			warm := nextWorkload(warmup(c))
-			if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: warm, Progress: p, Accepted: onAccept}); err != nil {
+			warm = append(warm, nextWorkload(warmup(c)))
+			if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: warm[len(warm)-1], Progress: p, Accepted: onAccept}); err != nil {
 				return rep, err
 			}
-			w := nextWorkload(o.N)
-			if always {
-				backlog = append(backlog, warm, w)
+			// Rounds of publish then ingest, each on fresh webhooks, so that the disk's
+			// fsync latency, which drifts by tens of percent within seconds on a shared
+			// machine, weighs on both alike.
+			var pubs, ins []Result
+			for round := range o.Rounds {
+				w := nextWorkload(max(o.N/o.Rounds, 1))
+				if always {
+					backlog = append(backlog, w)
+				}
+				suffix := fmt.Sprintf(" round %d", round+1)
+				pub, err := measure(stageName("publish", policy, c), stageName("publish", policy, c)+suffix, func(name string) (Result, error) {
+					return Publish(ctx, name, PublishOptions{NATSURL: natsURL, Clients: c, Workload: w, Progress: p})
+				})
+				if err != nil {
+					return rep, err
+				}
+				in, err := measure(stageName("ingest", policy, c), stageName("ingest", policy, c)+suffix, func(name string) (Result, error) {
+					return Ingest(ctx, name, IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p, Accepted: onAccept})
+				})
+				if err != nil {
+					return rep, err
+				}
+				pubs, ins = append(pubs, pub), append(ins, in)
 			}
-			if err := stage(stageName("publish", policy, c), func(name string) (Result, error) {
-				return Publish(ctx, name, PublishOptions{NATSURL: natsURL, Clients: c, Workload: w, Progress: p})
-			}); err != nil {
-				return rep, err
-			}
-			if err := stage(stageName("ingest", policy, c), func(name string) (Result, error) {
-				return Ingest(ctx, name, IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p, Accepted: onAccept})
-			}); err != nil {
-				return rep, err
-			}
+			rep.Stages = append(rep.Stages, mergeRounds(pubs), mergeRounds(ins))
+		}
+		if always {
+			backlog = append(backlog, warm...)
 		}
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,39 @@ type Result struct {
 	Lag *Summary `json:"lag,omitempty"`
 	// Note says what the numbers count, or what was left out.
 	Note string `json:"note,omitempty"`
+
+	latencies []time.Duration // sorted: what Latency summarises, kept to merge rounds
+}
+
+// mergeRounds adds up rounds of one stage: counts, time and outcomes, and the latencies of
+// all of them.
+func mergeRounds(rounds []Result) Result {
+	if len(rounds) == 0 {
+		return Result{}
+	}
+	m := rounds[0]
+	m.Statuses = maps.Clone(m.Statuses)
+	m.latencies = slices.Clone(m.latencies)
+	for _, r := range rounds[1:] {
+		m.Count += r.Count
+		m.Elapsed += r.Elapsed
+		for s, n := range r.Statuses {
+			m.Statuses[s] += n
+		}
+		m.latencies = append(m.latencies, r.latencies...)
+		if m.Error == "" {
+			m.Error = r.Error
+		}
+	}
+	if m.Elapsed > 0 {
+		m.Rate = float64(m.Count) / m.Elapsed.Seconds()
+	}
+	s := Summarize(m.latencies)
+	m.Latency = &s
+	if len(rounds) > 1 {
+		m.Note = fmt.Sprintf("%d rounds alternating with the baseline, each: %s", len(rounds), m.Note)
+	}
+	return m
 }
 
 // MarshalJSON adds the elapsed time in seconds.
@@ -152,7 +186,8 @@ func drive(ctx context.Context, stage string, l load, do job) Result {
 	}
 	wg.Wait()
 	r := Result{Stage: stage, Clients: clients, Statuses: maps.Clone(statuses)}
-	s := lat.Summary()
+	r.latencies = lat.sorted()
+	s := Summarize(r.latencies)
 	r.Latency = &s
 	r.Count = s.Count
 	if end := last.Load(); end > 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -11,6 +12,36 @@ import (
 	"text/tabwriter"
 	"time"
 )
+
+// Report is what All measured.
+type Report struct {
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Seed    uint64    `json:"seed"`
+	Stages  []Result  `json:"stages"`
+	Targets []Target  `json:"targets"`
+	// PeakRSS is the most memory this process (the load generator and, for all, the stack it
+	// ran) held at once, in bytes; 0 where the system does not say.
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+}
+
+// Machine describes where the numbers come from.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	GoVersion string `json:"go_version"`
+}
+
+// Target is one of the issue's goals, checked against a baseline of the same run.
+type Target struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"` // "×" for a ratio, "ms"
+	Goal     string  `json:"goal"`
+	Met      bool    `json:"met"`
+	Measured string  `json:"measured"` // what the value was computed from
+}
 
 // targets checks the issue's goals against the baselines measured in the same run.
 func targets(stages []Result, o AllOptions) []Target {
@@ -99,6 +130,9 @@ func (r Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, "  %s: %s\n", s.Stage, s.Error)
 		}
 	}
+	if r.PeakRSS > 0 {
+		fmt.Fprintf(w, "\npeak RSS of this process (load generator, NATS, ingest, worker, api): %d MiB\n", r.PeakRSS>>20)
+	}
 	if len(r.Targets) == 0 {
 		return nil
 	}
@@ -159,4 +193,23 @@ func NewReport(seed uint64) Report {
 		Machine: Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()},
 		Seed:    seed,
 	}
+}
+
+// peakRSS returns the process's peak resident set size (VmHWM) in bytes, or 0 when the system
+// does not report it.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
 }

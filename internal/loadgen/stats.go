@@ -24,6 +24,14 @@ func (l *Latencies) Merge(s Sample) {
 	l.mu.Unlock()
 }
 
+// sorted sorts what was recorded and returns it.
+func (l *Latencies) sorted() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	slices.Sort(l.all)
+	return l.all
+}
+
 // Summary sorts what was recorded and summarises it.
 func (l *Latencies) Summary() Summary {
 	l.mu.Lock()
