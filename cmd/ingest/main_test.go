@@ -64,7 +64,7 @@ func TestRunServes(t *testing.T) {
 			"CLERK_WEBHOOK_SECRET": secret,
 			"LOG_FORMAT":           "json",
 		}), w)
-		w.Close()
+		_ = w.Close()
 	}()
 
 	// Every line is JSON; the "listening" one says where.
@@ -95,7 +95,7 @@ func TestRunServes(t *testing.T) {
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		resp, err := http.Get(url + "/readyz")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				break
 			}

@@ -207,7 +207,7 @@ func send(t testing.TB, req *http.Request) answer {
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +346,7 @@ func newBlackhole(t testing.TB, upstream string) *blackhole {
 	b.cond = sync.NewCond(&b.mu)
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		b.cut()
 		wg.Wait()
 	})
@@ -358,7 +358,7 @@ func newBlackhole(t testing.TB, upstream string) *blackhole {
 			}
 			server, err := net.Dial("tcp", b.upstream)
 			if err != nil {
-				client.Close()
+				_ = client.Close()
 				continue
 			}
 			b.mu.Lock()
@@ -374,8 +374,7 @@ func newBlackhole(t testing.TB, upstream string) *blackhole {
 func (b *blackhole) url() string { return "nats://" + b.ln.Addr().String() }
 
 func (b *blackhole) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	defer src.Close()
+	defer func() { _ = dst.Close(); _ = src.Close() }()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -408,7 +407,7 @@ func (b *blackhole) cut() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, c := range b.conns {
-		c.Close()
+		_ = c.Close()
 	}
 	b.conns = nil
 	b.frozen = false

@@ -153,7 +153,7 @@ func TestNATSOutage(t *testing.T) {
 		if err != nil {
 			t.Fatalf("webhook during the outage: %v", err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var b bytes.Buffer
 		if _, err := b.ReadFrom(resp.Body); err != nil {
 			t.Fatal(err)
