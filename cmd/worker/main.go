@@ -86,8 +86,8 @@ func dispatch(ctx context.Context, cfg worker.Config, args []string, logger *slo
 	case "dead-letters":
 		return deadLetters(ctx, cfg, args, logger, stdout, jsonLogs)
 	case "help":
-		fmt.Fprintln(stdout, usage)
-		return nil
+		_, err := fmt.Fprintln(stdout, usage)
+		return err
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
@@ -166,7 +166,7 @@ func newFlagSet(name string) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stdout, usage)
+		_, _ = fmt.Fprintln(stdout, usage)
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		return errHelp

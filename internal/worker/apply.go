@@ -211,12 +211,16 @@ func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply 
 		}
 	}
 
+	wrote := make(map[string]bool, len(written))
+	for _, id := range written {
+		wrote[id] = true
+	}
 	for i, e := range evs {
 		if !fresh[i] {
 			continue
 		}
 		outcomes[i] = outcomeStale
-		if winners[e.Event.ClerkUserID] == i && slices.Contains(written, e.Event.ClerkUserID) {
+		if winners[e.Event.ClerkUserID] == i && wrote[e.Event.ClerkUserID] {
 			outcomes[i] = outcomeApplied
 		}
 	}

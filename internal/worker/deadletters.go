@@ -75,8 +75,9 @@ func WriteDeadLetters(w io.Writer, dls []DeadLetter, asJSON bool) error {
 		}
 		return nil
 	}
+	// tabwriter holds the lines until Flush, which reports any write error.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSEQ\tSUBJECT\tEVENT ID\tCREATED\tRETRIED\tBYTES\tERROR")
+	_, _ = fmt.Fprintln(tw, "ID\tSEQ\tSUBJECT\tEVENT ID\tCREATED\tRETRIED\tBYTES\tERROR")
 	for _, d := range dls {
 		eventID, retried := "-", "-"
 		if d.EventID != nil {
@@ -85,11 +86,11 @@ func WriteDeadLetters(w io.Writer, dls []DeadLetter, asJSON bool) error {
 		if d.RetriedAt != nil {
 			retried = d.RetriedAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.StreamSeq, d.Subject, eventID,
+		_, _ = fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.StreamSeq, d.Subject, eventID,
 			d.CreatedAt.Format(time.RFC3339), retried, d.PayloadBytes, oneLine(d.Error, 100))
 	}
 	if len(dls) == 0 {
-		fmt.Fprintln(tw, "(no dead letters)")
+		_, _ = fmt.Fprintln(tw, "(no dead letters)")
 	}
 	return tw.Flush()
 }

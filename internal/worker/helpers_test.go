@@ -49,43 +49,43 @@ type emailAddr struct{ ID, Address string }
 var fixtures sync.Map // name → []byte
 
 // fixture returns a fresh decoding of testdata/<name>.json, safe to modify.
-func fixture(t testing.TB, name string) map[string]any {
-	t.Helper()
+func fixture(tb testing.TB, name string) map[string]any {
+	tb.Helper()
 	b, ok := fixtures.Load(name)
 	if !ok {
 		raw, err := os.ReadFile("testdata/" + name + ".json")
 		if err != nil {
-			t.Fatalf("reading fixture: %v", err)
+			tb.Fatalf("reading fixture: %v", err)
 		}
 		b, _ = fixtures.LoadOrStore(name, raw)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(b.([]byte), &m); err != nil {
-		t.Fatalf("decoding fixture %s: %v", name, err)
+		tb.Fatalf("decoding fixture %s: %v", name, err)
 	}
 	return m
 }
 
 var templates sync.Map // name → map[string]any, never modified
 
-func template(t testing.TB, name string) map[string]any {
-	t.Helper()
+func template(tb testing.TB, name string) map[string]any {
+	tb.Helper()
 	if m, ok := templates.Load(name); ok {
 		return m.(map[string]any)
 	}
-	m, _ := templates.LoadOrStore(name, fixture(t, name))
+	m, _ := templates.LoadOrStore(name, fixture(tb, name))
 	return m.(map[string]any)
 }
 
 // body is the webhook body Clerk would send for e: its published example with e's values.
-func (e histEvent) body(t testing.TB) []byte {
-	t.Helper()
+func (e histEvent) body(tb testing.TB) []byte {
+	tb.Helper()
 	name := e.Type
 	if name != "user.deleted" && name != "user.updated" {
 		name = "user.created" // also the shape of an ignored user.* type
 	}
 	// Shallow copies of a decoded fixture: only top-level keys of the envelope and of data change.
-	tmpl := template(t, name)
+	tmpl := template(tb, name)
 	env := maps.Clone(tmpl)
 	env["type"] = e.Type
 	env["timestamp"] = e.At.UnixMilli()
@@ -114,7 +114,7 @@ func (e histEvent) body(t testing.TB) []byte {
 	}
 	b, err := json.Marshal(env)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return b
 }
@@ -177,7 +177,7 @@ type userState struct {
 }
 
 // live is the state a user must have when e is its winning version.
-func live(t testing.TB, e histEvent) userState {
+func live(t *testing.T, e histEvent) userState {
 	t.Helper()
 	var env struct{ Data any }
 	if err := json.Unmarshal(e.body(t), &env); err != nil {
@@ -224,7 +224,7 @@ func base(clerkID string) userState {
 // repetition. Per user, over the distinct svix-ids: any delete makes a tombstone at the earliest
 // delete's timestamp; else the event with the greatest (updated_at, svix-id as bytes) wins.
 // Types other than created, updated and deleted change nothing.
-func fold(t testing.TB, events []histEvent) map[string]userState {
+func fold(t *testing.T, events []histEvent) map[string]userState {
 	t.Helper()
 	byUser := map[string]map[string]histEvent{}
 	for _, e := range events {
@@ -265,7 +265,7 @@ func fold(t testing.TB, events []histEvent) map[string]userState {
 }
 
 // readState reads every user's projection, keyed by clerk_user_id.
-func readState(t testing.TB, pool *pgxpool.Pool) map[string]userState {
+func readState(t *testing.T, pool *pgxpool.Pool) map[string]userState {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), `
 		SELECT u.clerk_user_id, u.user_id::text, u.email, u.username, u.first_name, u.last_name, u.image_url,
@@ -397,12 +397,12 @@ func split(r *rand.Rand, events []histEvent, max int) [][]histEvent {
 
 // publish appends e to the stream with the headers ingest sets. A resend has no Nats-Msg-Id, as
 // if it came after the stream's duplicate window: it must be caught by processed_events.
-func publish(t testing.TB, js jetstream.JetStream, e histEvent, resend bool) uint64 {
+func publish(t *testing.T, js jetstream.JetStream, e histEvent, resend bool) uint64 {
 	t.Helper()
 	return publishRaw(t, js, event.SubjectPrefix+e.Type, e.ID, e.body(t), resend)
 }
 
-func publishRaw(t testing.TB, js jetstream.JetStream, subject, svixID string, body []byte, resend bool) uint64 {
+func publishRaw(t *testing.T, js jetstream.JetStream, subject, svixID string, body []byte, resend bool) uint64 {
 	t.Helper()
 	msg := nats.NewMsg(subject)
 	msg.Data = body
@@ -426,12 +426,13 @@ func publishRaw(t testing.TB, js jetstream.JetStream, subject, svixID string, bo
 }
 
 // testLogger logs warnings and errors into the test's output.
-func testLogger(t testing.TB) *slog.Logger {
+func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -443,7 +444,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // count runs a SELECT count(*) … query.
-func count(t testing.TB, pool *pgxpool.Pool, query string, args ...any) int {
+func count(t *testing.T, pool *pgxpool.Pool, query string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {

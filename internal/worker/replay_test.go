@@ -53,7 +53,8 @@ func TestReplay(t *testing.T) {
 	}
 	duplicates := len(sent) - distinctIDs(history)
 
-	t.Run("over an up-to-date projection every event is a duplicate", func(t *testing.T) {
+	// Over an up-to-date projection every event is a duplicate. (Steps run in order: each builds on the last.)
+	{
 		got := replay(ReplayOptions{FromSeq: 1})
 		want := Summary{Read: read, Duplicates: len(sent), Ignored: 1, DeadLettered: 1, LastSeq: got.LastSeq}
 		if diff := cmp.Diff(want, got); diff != "" {
@@ -65,17 +66,18 @@ func TestReplay(t *testing.T) {
 		if n := count(t, b.pool, `SELECT count(*) FROM dead_letters`); n != 1 {
 			t.Errorf("the poison was parked again: %d dead letters", n)
 		}
-	})
+	}
 
-	truncate := func(t *testing.T) {
+	truncate := func() {
 		t.Helper()
 		if _, err := b.pool.Exec(ctx, `TRUNCATE users, subscriptions, usage_metrics, processed_events`); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	t.Run("a dry run writes nothing", func(t *testing.T) {
-		truncate(t)
+	// A dry run writes nothing.
+	{
+		truncate()
 		got := replay(ReplayOptions{FromSeq: 1, DryRun: true})
 		if got.Read != read || got.Applied == 0 {
 			t.Errorf("dry run summary %+v", got)
@@ -83,10 +85,11 @@ func TestReplay(t *testing.T) {
 		if n := count(t, b.pool, `SELECT count(*) FROM users`) + count(t, b.pool, `SELECT count(*) FROM processed_events`); n != 0 {
 			t.Errorf("a dry run wrote %d rows", n)
 		}
-	})
+	}
 
-	t.Run("from sequence 1 rebuilds identical rows", func(t *testing.T) {
-		truncate(t)
+	// From sequence 1 rebuilds identical rows.
+	{
+		truncate()
 		got := replay(ReplayOptions{FromSeq: 1})
 		if got.Applied+got.Stale != distinctIDs(history) || got.Duplicates != duplicates {
 			t.Errorf("summary %+v: want %d applied or stale and %d duplicates", got, distinctIDs(history), duplicates)
@@ -94,9 +97,10 @@ func TestReplay(t *testing.T) {
 		if diff := cmp.Diff(built, readState(t, b.pool)); diff != "" {
 			t.Errorf("rebuilt projection (-want +got):\n%s", diff)
 		}
-	})
+	}
 
-	t.Run("reapply repairs what a bug wrote", func(t *testing.T) {
+	// Reapply repairs what a bug wrote.
+	{
 		if _, err := b.pool.Exec(ctx, `UPDATE users SET email = 'corrupted@example.com', first_name = 'Corrupted' WHERE deleted_at IS NULL`); err != nil {
 			t.Fatal(err)
 		}
@@ -116,9 +120,10 @@ func TestReplay(t *testing.T) {
 		if diff := cmp.Diff(built, readState(t, b.pool)); diff != "" {
 			t.Errorf("repaired projection (-want +got):\n%s", diff)
 		}
-	})
+	}
 
-	t.Run("since a time", func(t *testing.T) {
+	// Since a time.
+	{
 		got := replay(ReplayOptions{Since: before})
 		if got.Read != read || got.Duplicates != len(sent) {
 			t.Errorf("summary %+v", got)
@@ -126,22 +131,24 @@ func TestReplay(t *testing.T) {
 		if got := replay(ReplayOptions{Since: time.Now().Add(time.Hour)}); got.Read != 0 {
 			t.Errorf("replay from the future read %d", got.Read)
 		}
-	})
+	}
 
-	t.Run("up to a sequence", func(t *testing.T) {
+	// Up to a sequence.
+	{
 		got := replay(ReplayOptions{FromSeq: 3, ToSeq: 10})
 		if got.Read != 8 || got.LastSeq != 10 {
 			t.Errorf("summary %+v: want sequences 3 to 10", got)
 		}
-	})
+	}
 
-	t.Run("options", func(t *testing.T) {
+	// Options.
+	{
 		for _, opts := range []ReplayOptions{{}, {FromSeq: 1, Since: before}, {FromSeq: 5, ToSeq: 4}} {
 			if _, err := Replay(ctx, cfg, opts, logger); err == nil {
 				t.Errorf("Replay(%+v) succeeded", opts)
 			}
 		}
-	})
+	}
 }
 
 func TestWriteDeadLetters(t *testing.T) {

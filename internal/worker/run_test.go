@@ -68,7 +68,8 @@ type runner struct {
 // ends, if the test has not stopped it.
 func start(t *testing.T, cfg Config) *runner {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func statusOf(t *testing.T, u string) int {
 		return 0
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode
 }
 
@@ -121,7 +122,7 @@ func metric(t *testing.T, r *runner, series string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
@@ -160,7 +161,7 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	var body service.ErrorBody
 	_ = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound || body.Error.Code != "not_found" {
 		t.Errorf("unknown route: %d %+v, want 404 not_found", resp.StatusCode, body)
 	}
@@ -348,12 +349,13 @@ type proxy struct {
 
 func newProxy(t *testing.T, target string) *proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); p.setDown(true) })
+	t.Cleanup(func() { _ = ln.Close(); p.setDown(true) })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -370,13 +372,14 @@ func (p *proxy) serve(c net.Conn) {
 	p.mu.Lock()
 	if p.down {
 		p.mu.Unlock()
-		c.Close()
+		_ = c.Close()
 		return
 	}
 	p.mu.Unlock()
-	up, err := net.Dial("tcp", p.target)
+	var d net.Dialer
+	up, err := d.DialContext(context.Background(), "tcp", p.target)
 	if err != nil {
-		c.Close()
+		_ = c.Close()
 		return
 	}
 	p.mu.Lock()
@@ -386,8 +389,8 @@ func (p *proxy) serve(c net.Conn) {
 	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
 	<-done
-	c.Close()
-	up.Close()
+	_ = c.Close()
+	_ = up.Close()
 	p.mu.Lock()
 	delete(p.conns, c)
 	delete(p.conns, up)
@@ -400,7 +403,7 @@ func (p *proxy) setDown(down bool) {
 	p.down = down
 	if down {
 		for c := range p.conns {
-			c.Close()
+			_ = c.Close()
 		}
 	}
 }
