@@ -155,6 +155,7 @@ func suffix(s string) string {
 func (c *command) all(ctx context.Context, args []string) error {
 	d := loadgen.DefaultAllOptions()
 	clients := c.fs.String("c", joinInts(d.Clients), "client counts of the publish and ingest stages, comma-separated")
+	batch := c.fs.Int("batch", d.Batch, "size of the atomic batches of the extra publish baseline under sync always (0: none)")
 	upsertP := c.fs.String("upsert-p", joinInts(d.UpsertParallel), "parallelisms of the upsert baseline, comma-separated")
 	n := c.fs.Int("n", d.N, "webhooks per publish and ingest stage")
 	syncMode := c.fs.String("sync", d.Sync, "NATS flush policy to measure ingest under: always, default or both")
@@ -178,6 +179,9 @@ func (c *command) all(ctx context.Context, args []string) error {
 		return fmt.Errorf("-upsert-p: %w", err)
 	}
 	o.N, o.Sync, o.WorkerParallel = *n, *syncMode, *workerP
+	if o.Batch = *batch; o.Batch == 0 {
+		o.Batch = -1
+	}
 	o.E2ERate, o.E2EDuration, o.APIClients, o.APIDuration = *e2eRate, *e2eDur, *apiC, *apiDur
 	if bs := c.getenv("WORKER_BATCH_SIZE"); bs != "" {
 		if o.BatchSize, err = strconv.Atoi(bs); err != nil {
@@ -247,6 +251,7 @@ func (c *command) baseline(ctx context.Context, args []string) error {
 	n := c.fs.Int("n", 10000, "messages to publish")
 	clients := c.fs.Int("c", 32, "concurrent synchronous publishers, on one connection")
 	natsURL := c.fs.String("nats-url", or(c.getenv("NATS_URL"), "nats://127.0.0.1:4222"), "NATS server (a scratch stream configured like CLERK is created and deleted)")
+	batch := c.fs.Int("batch", 0, "publish atomic batches of this many messages (from c/batch publishers) instead of one by one")
 	if err := c.parse(args, 10*time.Minute); err != nil {
 		return ignoreHelp(err)
 	}
@@ -257,7 +262,7 @@ func (c *command) baseline(ctx context.Context, args []string) error {
 	seed := c.seedOr()
 	ctx, p, stop := c.start(ctx)
 	r, err := loadgen.Publish(ctx, fmt.Sprintf("publish c=%d", *clients), loadgen.PublishOptions{
-		NATSURL: *natsURL, Clients: *clients, Workload: loadgen.NewWorkload(seed, *n), Stream: stream, Progress: p,
+		NATSURL: *natsURL, Clients: *clients, Batch: *batch, Workload: loadgen.NewWorkload(seed, *n), Stream: stream, Progress: p,
 	})
 	stop()
 	if err != nil {

@@ -27,6 +27,9 @@ type AllOptions struct {
 	// Sync says which NATS flush policies to measure ingest under: "always" (what clerksync
 	// runs), "default" (NATS's own, for comparison) or "both".
 	Sync string
+	// Batch > 1 adds, under sync always, a publish baseline in atomic batches of that size:
+	// what grouping concurrent webhooks into one flush could give ingest.
+	Batch int
 	// UpsertParallel are the parallelisms of the upsert baseline; WorkerParallel is the one the
 	// worker's drain is compared with (the worker's own parallelism).
 	UpsertParallel []int
@@ -54,6 +57,7 @@ func DefaultAllOptions() AllOptions {
 	return AllOptions{
 		N:              20000,
 		Rounds:         4,
+		Batch:          16,
 		Clients:        []int{32, 64},
 		Sync:           "both",
 		UpsertParallel: []int{1, 4},
@@ -76,6 +80,11 @@ func DefaultAllOptions() AllOptions {
 func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 	d := DefaultAllOptions()
 	o.N, o.Rounds = or(o.N, d.N), or(o.Rounds, d.Rounds)
+	if o.Batch < 0 {
+		o.Batch = 0 // asked for none
+	} else {
+		o.Batch = or(o.Batch, d.Batch)
+	}
 	if len(o.Clients) == 0 {
 		o.Clients = d.Clients
 	}
@@ -178,7 +187,7 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 			// Rounds of publish then ingest, each on fresh webhooks, so that the disk's
 			// fsync latency, which drifts by tens of percent within seconds on a shared
 			// machine, weighs on both alike.
-			var pubs, ins []Result
+			var pubs, ins, batched []Result
 			for round := range o.Rounds {
 				w := nextWorkload(max(o.N/o.Rounds, 1))
 				if always {
@@ -191,6 +200,16 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 				if err != nil {
 					return rep, err
 				}
+				if always && o.Batch > 1 {
+					name := stageName(fmt.Sprintf("publish atomic batches of %d", o.Batch), policy, c)
+					b, err := measure(name, name+suffix, func(name string) (Result, error) {
+						return Publish(ctx, name, PublishOptions{NATSURL: natsURL, Clients: c, Batch: o.Batch, Workload: w, Progress: p})
+					})
+					if err != nil {
+						return rep, err
+					}
+					batched = append(batched, b)
+				}
 				in, err := measure(stageName("ingest", policy, c), stageName("ingest", policy, c)+suffix, func(name string) (Result, error) {
 					return Ingest(ctx, name, IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p, Accepted: onAccept})
 				})
@@ -199,7 +218,11 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 				}
 				pubs, ins = append(pubs, pub), append(ins, in)
 			}
-			rep.Stages = append(rep.Stages, mergeRounds(pubs), mergeRounds(ins))
+			rep.Stages = append(rep.Stages, mergeRounds(pubs))
+			if len(batched) > 0 {
+				rep.Stages = append(rep.Stages, mergeRounds(batched))
+			}
+			rep.Stages = append(rep.Stages, mergeRounds(ins))
 		}
 		if always {
 			backlog = append(backlog, warm...)

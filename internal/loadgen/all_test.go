@@ -32,7 +32,7 @@ func TestAllRunsEveryStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wantStages = []string{
-		"publish (sync always) c=4", "ingest (sync always) c=4",
+		"publish (sync always) c=4", "publish atomic batches of 16 (sync always) c=4", "ingest (sync always) c=4",
 		"publish (default sync) c=4", "ingest (default sync) c=4",
 		"upsert baseline p=1", "upsert baseline p=2", "worker drain",
 		"e2e @100/s", "e2e flat out c=4", "api baseline c=4", "api /auth/me c=4",
@@ -52,8 +52,8 @@ func TestAllRunsEveryStage(t *testing.T) {
 			t.Errorf("%s: lag of %v events, want one per event (%d)", s.Stage, s.Lag, s.Count)
 		}
 	}
-	if len(rep.Targets) != 8 {
-		t.Errorf("%d targets, want 8: %+v", len(rep.Targets), rep.Targets)
+	if len(rep.Targets) != 9 {
+		t.Errorf("%d targets, want 9: %+v", len(rep.Targets), rep.Targets)
 	}
 
 	var table bytes.Buffer
