@@ -84,6 +84,7 @@ type command struct {
 	json    bool
 	timeout time.Duration
 	seed    uint64
+	pid     int
 }
 
 // parse adds the flags every command has and parses args.
@@ -91,6 +92,9 @@ func (c *command) parse(args []string, timeout time.Duration) error {
 	c.fs.BoolVar(&c.json, "json", false, "write the report as JSON instead of a table")
 	c.fs.DurationVar(&c.timeout, "timeout", timeout, "give up after this long")
 	c.fs.Uint64Var(&c.seed, "seed", 0, "seed of the generated history (0: from the clock, so a rerun sends new svix-ids)")
+	if c.name != "all" {
+		c.fs.IntVar(&c.pid, "pid", 0, "pid of the service under test: its peak RSS (Linux VmHWM) is reported")
+	}
 	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
@@ -136,6 +140,13 @@ func (c *command) report(rep loadgen.Report) error {
 func (c *command) single(r loadgen.Result, seed uint64) error {
 	rep := loadgen.NewReport(seed)
 	rep.Stages = []loadgen.Result{r}
+	if c.pid > 0 {
+		rss, err := loadgen.PeakRSS(c.pid)
+		if err != nil {
+			return err
+		}
+		rep.TargetPID, rep.TargetPeakRSS = c.pid, rss
+	}
 	if err := c.report(rep); err != nil {
 		return err
 	}

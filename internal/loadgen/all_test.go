@@ -48,6 +48,9 @@ func TestAllRunsEveryStage(t *testing.T) {
 		t.Fatalf("stages\n got %q\nwant %q", got, wantStages)
 	}
 	for _, s := range rep.Stages {
+		if s.Stage == "worker drain" && !strings.Contains(s.Note, "batches of") {
+			t.Errorf("worker drain note lacks the worker's batches: %q", s.Note)
+		}
 		if strings.HasPrefix(s.Stage, "e2e") && (s.Lag == nil || s.Lag.Count != s.Count) {
 			t.Errorf("%s: lag of %v events, want one per event (%d)", s.Stage, s.Lag, s.Count)
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // Report is what All measured.
@@ -23,6 +24,10 @@ type Report struct {
 	// PeakRSS is the most memory this process (the load generator and, for all, the stack it
 	// ran) held at once, in bytes; 0 where the system does not say.
 	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+	// TargetPID and TargetPeakRSS are the process under test and its peak resident set size,
+	// when the single-stage commands are told its pid.
+	TargetPID     int   `json:"target_pid,omitempty"`
+	TargetPeakRSS int64 `json:"target_peak_rss_bytes,omitempty"`
 }
 
 // Machine describes where the numbers come from.
@@ -115,8 +120,14 @@ func targets(stages []Result, o AllOptions) []Target {
 func (r Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "clerksync loadgen — %s, %d CPUs, %s/%s, %s, seed %d\n\n",
 		r.Started.Format(time.RFC3339), r.Machine.CPUs, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion, r.Seed)
+	// tabwriter aligns every column right; the stage names are padded to read left-aligned.
+	width := len("stage")
+	for _, s := range r.Stages {
+		width = max(width, utf8.RuneCountInString(s.Stage))
+	}
+	pad := func(s string) string { return s + strings.Repeat(" ", width-utf8.RuneCountInString(s)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "stage\tcount\trate/s\tp50\tp90\tp99\tmax\tlag p50\tlag p99\toutcomes\t")
+	fmt.Fprintln(tw, pad("stage")+"\tcount\trate/s\tp50\tp90\tp99\tmax\tlag p50\tlag p99\toutcomes\t")
 	for _, s := range r.Stages {
 		lat, lag := []string{"-", "-", "-", "-"}, []string{"-", "-"}
 		if s.Latency != nil && s.Latency.Count > 0 {
@@ -125,7 +136,7 @@ func (r Report) WriteTable(w io.Writer) error {
 		if s.Lag != nil && s.Lag.Count > 0 {
 			lag = []string{msString(s.Lag.P50), msString(s.Lag.P99)}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", leftAlign(s.Stage), s.Count, count(s.Rate),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", pad(s.Stage), s.Count, count(s.Rate),
 			lat[0], lat[1], lat[2], lat[3], lag[0], lag[1], outcomes(s.Statuses))
 	}
 	if err := tw.Flush(); err != nil {
@@ -138,6 +149,9 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	if r.PeakRSS > 0 {
 		fmt.Fprintf(w, "\npeak RSS of this process (load generator, NATS, ingest, worker, api): %d MiB\n", r.PeakRSS>>20)
+	}
+	if r.TargetPID > 0 {
+		fmt.Fprintf(w, "\npeak RSS of the process under test (pid %d): %.1f MiB\n", r.TargetPID, float64(r.TargetPeakRSS)/(1<<20))
 	}
 	if len(r.Targets) == 0 {
 		return nil
@@ -161,9 +175,6 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	return tw.Flush()
 }
-
-// leftAlign pads a first column that tabwriter aligns right.
-func leftAlign(s string) string { return fmt.Sprintf("%-36s", s) }
 
 func outcomes(m map[string]int) string {
 	var parts []string
@@ -204,21 +215,32 @@ func NewReport(seed uint64) Report {
 	}
 }
 
-// peakRSS returns the process's peak resident set size (VmHWM) in bytes, or 0 when the system
-// does not report it.
+// peakRSS returns this process's peak resident set size in bytes, or 0 when the system does not
+// report it.
 func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+	n, _ := PeakRSS(0)
+	return n
+}
+
+// PeakRSS returns the peak resident set size (VmHWM, Linux) of process pid, 0 meaning this one,
+// in bytes.
+func PeakRSS(pid int) (int64, error) {
+	proc := "self"
+	if pid > 0 {
+		proc = strconv.Itoa(pid)
+	}
+	b, err := os.ReadFile("/proc/" + proc + "/status")
 	if err != nil {
-		return 0
+		return 0, fmt.Errorf("reading the peak RSS of process %s: %w", proc, err)
 	}
 	for line := range strings.Lines(string(b)) {
 		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
-				return 0
+				return 0, fmt.Errorf("reading the peak RSS of process %s: %w", proc, err)
 			}
-			return kb << 10
+			return kb << 10, nil
 		}
 	}
-	return 0
+	return 0, fmt.Errorf("reading the peak RSS of process %s: no VmHWM", proc)
 }

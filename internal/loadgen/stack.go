@@ -52,6 +52,7 @@ type Stack struct {
 	DatabaseURL string // the scratch database
 	IngestURL   string // the webhook endpoint
 	APIURL      string // GET /auth/me
+	WorkerURL   string // the worker's ops endpoints, once started
 	Secret      string
 	Minter      *Minter
 
@@ -165,7 +166,7 @@ func (s *Stack) StartWorker(ctx context.Context) error {
 		return fmt.Errorf("worker %w", err)
 	}
 	cfg.NoMigrate = true // the stack migrated the scratch database
-	_, err = s.run(ctx, "worker", func(ctx context.Context, ln net.Listener) error {
+	s.WorkerURL, err = s.run(ctx, "worker", func(ctx context.Context, ln net.Listener) error {
 		return worker.Run(ctx, cfg, s.logger.With("service", "worker"), ln)
 	})
 	return err

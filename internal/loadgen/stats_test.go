@@ -1,6 +1,10 @@
 package loadgen
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -141,5 +145,28 @@ func TestCountHasThousandsSeparators(t *testing.T) {
 		if got := count(in); got != want {
 			t.Errorf("count(%v) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestScrapeMetricsAddsUpSeries(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `# HELP clerksync_worker_events_total Events.
+# TYPE clerksync_worker_events_total counter
+clerksync_worker_events_total{outcome="applied",type="user.created"} 7
+clerksync_worker_events_total{outcome="duplicate",type="user.created"} 3 1700000000000
+clerksync_worker_batch_size_sum 12.5
+clerksync_worker_batch_size_count 2
+odd{label="a } b"} 1
+`)
+	}))
+	t.Cleanup(srv.Close)
+	m, err := scrapeMetrics(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"clerksync_worker_events_total": 10, "clerksync_worker_batch_size_sum": 12.5, "clerksync_worker_batch_size_count": 2, "odd": 1}
+	if diff := cmp.Diff(want, m); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
 	}
 }
