@@ -18,7 +18,7 @@ import (
 type Report struct {
 	Started time.Time `json:"started"`
 	Machine Machine   `json:"machine"`
-	Seed    uint64    `json:"seed"`
+	Seed    uint64    `json:"seed,omitempty"`
 	Stages  []Result  `json:"stages"`
 	Targets []Target  `json:"targets"`
 	// PeakRSS is the most memory this process (the load generator and, for all, the stack it
@@ -118,8 +118,12 @@ func targets(stages []Result, o AllOptions) []Target {
 
 // WriteTable writes the report as two aligned tables: the stages, then the targets.
 func (r Report) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "clerksync loadgen — %s, %d CPUs, %s/%s, %s, seed %d\n\n",
-		r.Started.Format(time.RFC3339), r.Machine.CPUs, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion, r.Seed)
+	seed := ""
+	if r.Seed != 0 {
+		seed = fmt.Sprintf(", seed %d", r.Seed)
+	}
+	fmt.Fprintf(w, "clerksync loadgen — %s, %d CPUs, %s/%s, %s%s\n\n",
+		r.Started.Format(time.RFC3339), r.Machine.CPUs, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion, seed)
 	// tabwriter aligns every column right; the stage names are padded to read left-aligned.
 	width := len("stage")
 	for _, s := range r.Stages {
