@@ -82,14 +82,21 @@ func fetch(t *testing.T, c *consumer, n int) []jetstream.Msg {
 func settled(t *testing.T, cons jetstream.Consumer) *jetstream.ConsumerInfo {
 	t.Helper()
 	var info *jetstream.ConsumerInfo
-	waitFor(t, 10*time.Second, "the consumer to settle", func() bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		var err error
 		if info, err = cons.Info(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		return info.NumPending == 0 && info.NumAckPending == 0
-	})
-	return info
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer did not settle in 10s: %d pending, %d unacknowledged, %d redelivered, delivered %+v, ack floor %+v",
+				info.NumPending, info.NumAckPending, info.NumRedelivered, info.Delivered, info.AckFloor)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // deliver publishes each batch, fetches it as one batch and hands it to the worker. An event

@@ -590,7 +590,11 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 func TestRunRecreatesDeletedConsumer(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	start(t, b.cfg)
+	// A message the new consumer hands out as it is created can land on a pull request of the
+	// old one and be lost: it comes back after AckWait, kept short here.
+	cfg := b.cfg
+	cfg.AckWait = time.Second
+	start(t, cfg)
 	first, second := created("msg_first", "user_first", 1700000000000), created("msg_second", "user_second", 1700000000000)
 	publish(t, b.js, first, false)
 	waitFor(t, 10*time.Second, "the first event", func() bool { return count(t, b.pool, `SELECT count(*) FROM users`) == 1 })
