@@ -49,8 +49,8 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, usage)
-		return nil
+		_, err := fmt.Fprint(stdout, usage)
+		return err
 	}
 	cmd, args := args[0], args[1:]
 	c := &command{name: cmd, getenv: getenv, stdout: stdout, stderr: stderr, fs: flag.NewFlagSet("loadgen "+cmd, flag.ContinueOnError)}
@@ -208,7 +208,7 @@ func (c *command) all(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // a temporary directory: best effort
 	o.Stack = loadgen.StackOptions{Dir: dir, DatabaseURL: *dbURL, Getenv: c.getenv, Logger: logger}
 	if o.ProfileDir = *profileDir; o.ProfileDir != "" {
 		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {

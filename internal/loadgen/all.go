@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -121,8 +122,7 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 			return Result{}, err
 		}
 		r, err := fn(name)
-		stop()
-		if err != nil {
+		if err := errors.Join(err, stop()); err != nil {
 			return Result{}, fmt.Errorf("%s: %w", name, err)
 		}
 		return r, nil
@@ -315,7 +315,7 @@ func drainWorker(ctx context.Context, stage string, st *Stack, want int, p *Prog
 	if err != nil {
 		return Result{}, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	p.Stage(stage, want)
 	start := time.Now()
 	if err := st.StartWorker(ctx); err != nil {
@@ -367,7 +367,7 @@ func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return nil, err
@@ -395,9 +395,9 @@ func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) 
 }
 
 // startProfile starts a CPU profile into dir, named after the stage; with no dir it does nothing.
-func startProfile(dir, stage string) (stop func(), err error) {
+func startProfile(dir, stage string) (stop func() error, err error) {
 	if dir == "" {
-		return func() {}, nil
+		return func() error { return nil }, nil
 	}
 	name := strings.Map(func(r rune) rune {
 		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '=' {
@@ -410,10 +410,16 @@ func startProfile(dir, stage string) (stop func(), err error) {
 		return nil, fmt.Errorf("cpu profile: %w", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("cpu profile: %w", err)
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 func or[T comparable](v, fallback T) T {

@@ -129,7 +129,7 @@ func SyncedUsers(ctx context.Context, databaseURL string, limit int) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	rows, err := conn.Query(ctx, "SELECT clerk_user_id FROM users WHERE deleted_at IS NULL ORDER BY clerk_user_id LIMIT $1", limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing synced users: %w", err)
@@ -175,7 +175,7 @@ func API(ctx context.Context, stage string, o APIOptions) (Result, error) {
 				return "", err
 			}
 			_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if err != nil {
 				return "", err
 			}

@@ -43,7 +43,7 @@ func E2E(ctx context.Context, stage string, o E2EOptions) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 
 	type accepted struct {
 		id string

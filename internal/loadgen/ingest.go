@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -71,7 +70,7 @@ func Ingest(ctx context.Context, stage string, o IngestOptions) (Result, error) 
 			buf := &bufs[c]
 			buf.Reset()
 			_, err = buf.ReadFrom(io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if err != nil {
 				return "", err
 			}
@@ -115,6 +114,3 @@ func newHTTPClient(clients int) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
-
-// errNoSecret is returned when no webhook secret was given.
-var errNoSecret = errors.New("no webhook secret: pass -secret or set CLERK_WEBHOOK_SECRET (go run ./cmd/dev prints the dev one)")

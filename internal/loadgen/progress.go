@@ -77,7 +77,7 @@ func (p *Progress) Run(ctx context.Context, w io.Writer, terminal bool) {
 		select {
 		case <-ctx.Done():
 			if terminal {
-				fmt.Fprint(w, "\r\033[K")
+				_, _ = fmt.Fprint(w, "\r\033[K") // best effort, like the line itself
 			}
 			return
 		case <-t.C:
@@ -85,10 +85,11 @@ func (p *Progress) Run(ctx context.Context, w io.Writer, terminal bool) {
 			if line == "" {
 				continue
 			}
+			// A progress line that cannot be written is no reason to stop measuring.
 			if terminal {
-				fmt.Fprintf(w, "\r\033[K%s", line)
+				_, _ = fmt.Fprintf(w, "\r\033[K%s", line)
 			} else {
-				fmt.Fprintln(w, line)
+				_, _ = fmt.Fprintln(w, line)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -118,11 +119,12 @@ func targets(stages []Result, o AllOptions) []Target {
 
 // WriteTable writes the report as two aligned tables: the stages, then the targets.
 func (r Report) WriteTable(w io.Writer) error {
+	out := &printer{w: w}
 	seed := ""
 	if r.Seed != 0 {
 		seed = fmt.Sprintf(", seed %d", r.Seed)
 	}
-	fmt.Fprintf(w, "clerksync loadgen — %s, %d CPUs, %s/%s, %s%s\n\n",
+	out.printf("clerksync loadgen — %s, %d CPUs, %s/%s, %s%s\n\n",
 		r.Started.Format(time.RFC3339), r.Machine.CPUs, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion, seed)
 	// tabwriter aligns every column right; the stage names are padded to read left-aligned.
 	width := len("stage")
@@ -131,7 +133,8 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	pad := func(s string) string { return s + strings.Repeat(" ", width-utf8.RuneCountInString(s)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, pad("stage")+"\tcount\trate/s\tp50\tp90\tp99\tmax\tlag p50\tlag p99\toutcomes\t")
+	table := &printer{w: tw}
+	table.printf("%s\tcount\trate/s\tp50\tp90\tp99\tmax\tlag p50\tlag p99\toutcomes\t\n", pad("stage"))
 	for _, s := range r.Stages {
 		lat, lag := []string{"-", "-", "-", "-"}, []string{"-", "-"}
 		if s.Latency != nil && s.Latency.Count > 0 {
@@ -140,29 +143,30 @@ func (r Report) WriteTable(w io.Writer) error {
 		if s.Lag != nil && s.Lag.Count > 0 {
 			lag = []string{msString(s.Lag.P50), msString(s.Lag.P99)}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", pad(s.Stage), s.Count, count(s.Rate),
+		table.printf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", pad(s.Stage), s.Count, count(s.Rate),
 			lat[0], lat[1], lat[2], lat[3], lag[0], lag[1], outcomes(s.Statuses))
 	}
-	if err := tw.Flush(); err != nil {
+	if err := errors.Join(table.err, tw.Flush()); err != nil {
 		return err
 	}
 	for _, s := range r.Stages {
 		if s.Error != "" {
-			fmt.Fprintf(w, "  %s: %s\n", s.Stage, s.Error)
+			out.printf("  %s: %s\n", s.Stage, s.Error)
 		}
 	}
 	if r.PeakRSS > 0 {
-		fmt.Fprintf(w, "\npeak RSS of this process (load generator, NATS, ingest, worker, api): %d MiB\n", r.PeakRSS>>20)
+		out.printf("\npeak RSS of this process (load generator, NATS, ingest, worker, api): %d MiB\n", r.PeakRSS>>20)
 	}
 	if r.TargetPID > 0 {
-		fmt.Fprintf(w, "\npeak RSS of the process under test (pid %d): %.1f MiB\n", r.TargetPID, float64(r.TargetPeakRSS)/(1<<20))
+		out.printf("\npeak RSS of the process under test (pid %d): %.1f MiB\n", r.TargetPID, float64(r.TargetPeakRSS)/(1<<20))
 	}
-	if len(r.Targets) == 0 {
-		return nil
+	if len(r.Targets) == 0 || out.err != nil {
+		return out.err
 	}
-	fmt.Fprintln(w)
+	out.printf("\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tvalue\tgoal\t\tfrom")
+	table = &printer{w: tw}
+	table.printf("target\tvalue\tgoal\t\tfrom\n")
 	for _, t := range r.Targets {
 		verdict := "missed"
 		switch {
@@ -175,9 +179,22 @@ func (r Report) WriteTable(w io.Writer) error {
 		if t.Unit == "ms" {
 			value = fmt.Sprintf("%.1f ms", t.Value)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, value, t.Goal, verdict, t.Measured)
+		table.printf("%s\t%s\t%s\t%s\t%s\n", t.Name, value, t.Goal, verdict, t.Measured)
 	}
-	return tw.Flush()
+	return errors.Join(out.err, table.err, tw.Flush())
+}
+
+// printer writes formatted text and keeps the first error, so that a report is written line by
+// line and checked once.
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) printf(format string, args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, args...)
+	}
 }
 
 func outcomes(m map[string]int) string {

@@ -214,7 +214,7 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 		resp, err := client.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
@@ -258,7 +258,7 @@ func (s *Stack) postgresServer(ctx context.Context, given, clusterDir string) (s
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if conn, err := pgx.Connect(pctx, local); err == nil {
-		conn.Close(pctx)
+		_ = conn.Close(pctx)
 		return local, nil
 	}
 	s.logger.Info("no Postgres at the default URL: starting a private cluster", "dir", clusterDir)
@@ -284,7 +284,7 @@ func (s *Stack) scratchDatabase(ctx context.Context, admin string) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return "", fmt.Errorf("creating the scratch database: %w", err)
 	}
@@ -295,7 +295,7 @@ func (s *Stack) scratchDatabase(ctx context.Context, admin string) (string, erro
 		if err != nil {
 			return fmt.Errorf("dropping the scratch database %s: %w", name, err)
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			return fmt.Errorf("dropping the scratch database %s: %w", name, err)
 		}

@@ -151,7 +151,7 @@ func TestCountHasThousandsSeparators(t *testing.T) {
 func TestScrapeMetricsAddsUpSeries(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, `# HELP clerksync_worker_events_total Events.
+		_, _ = io.WriteString(w, `# HELP clerksync_worker_events_total Events.
 # TYPE clerksync_worker_events_total counter
 clerksync_worker_events_total{outcome="applied",type="user.created"} 7
 clerksync_worker_events_total{outcome="duplicate",type="user.created"} 3 1700000000000
