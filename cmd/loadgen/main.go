@@ -82,6 +82,7 @@ type command struct {
 	fs             *flag.FlagSet
 
 	json    bool
+	verbose bool
 	timeout time.Duration
 	seed    uint64
 	pid     int
@@ -90,6 +91,7 @@ type command struct {
 // parse adds the flags every command has and parses args.
 func (c *command) parse(args []string, timeout time.Duration) error {
 	c.fs.BoolVar(&c.json, "json", false, "write the report as JSON instead of a table")
+	c.fs.BoolVar(&c.verbose, "v", false, "add each stage's note to the table: what it counts, how it ran")
 	c.fs.DurationVar(&c.timeout, "timeout", timeout, "give up after this long")
 	c.fs.Uint64Var(&c.seed, "seed", 0, "seed of the generated history (0: from the clock, so a rerun sends new svix-ids)")
 	if c.name != "all" {
@@ -133,7 +135,7 @@ func (c *command) report(rep loadgen.Report) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	return rep.WriteTable(c.stdout)
+	return rep.WriteTable(c.stdout, c.verbose)
 }
 
 // single reports one stage, and fails when it did.

@@ -60,7 +60,7 @@ func TestAllRunsEveryStage(t *testing.T) {
 	}
 
 	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
+	if err := rep.WriteTable(&table, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range append(wantStages, "worker ÷ raw upsert, p=2", "webhook 2xx → row visible p99 @100/s") {

@@ -117,8 +117,9 @@ func targets(stages []Result, o AllOptions) []Target {
 	return ts
 }
 
-// WriteTable writes the report as two aligned tables: the stages, then the targets.
-func (r Report) WriteTable(w io.Writer) error {
+// WriteTable writes the report as two aligned tables: the stages, then the targets; with notes,
+// each stage's note (what it counts, how it ran) between them.
+func (r Report) WriteTable(w io.Writer, notes bool) error {
 	out := &printer{w: w}
 	seed := ""
 	if r.Seed != 0 {
@@ -152,6 +153,14 @@ func (r Report) WriteTable(w io.Writer) error {
 	for _, s := range r.Stages {
 		if s.Error != "" {
 			out.printf("  %s: %s\n", s.Stage, s.Error)
+		}
+	}
+	if notes && len(r.Stages) > 0 {
+		out.printf("\nnotes:\n")
+		for _, s := range r.Stages {
+			if s.Note != "" {
+				out.printf("  %s: %s\n", s.Stage, s.Note)
+			}
 		}
 	}
 	if r.PeakRSS > 0 {
