@@ -31,7 +31,7 @@ type AllOptions struct {
 	// runs), "default" (NATS's own, for comparison) or "both".
 	Sync string
 	// Batch > 1 adds, under sync always, a publish baseline in atomic batches of that size:
-	// what grouping concurrent webhooks into one flush could give ingest.
+	// what grouping concurrent webhooks into one flush could give ingest. Negative: none.
 	Batch int
 	// UpsertParallel are the parallelisms of the upsert baseline; WorkerParallel is the one the
 	// worker's drain is compared with (the worker's own parallelism).
