@@ -102,7 +102,8 @@ func (r Result) Failed() bool { return r.OK() != r.Attempts() || r.Error != "" }
 // optionally paced at a rate.
 type load struct {
 	Clients int
-	// Jobs is the number of jobs; with Duration set, 0 means as many as fit in it.
+	// Jobs is the number of jobs; with Duration set, 0 means as many as fit in it. With neither,
+	// there is nothing to do.
 	Jobs     int
 	Duration time.Duration
 	// Rate paces the jobs (open loop) at that many per second; 0 runs each client flat out
@@ -118,6 +119,9 @@ type job func(ctx context.Context, client, i int) (string, error)
 // drive runs l's jobs on l.Clients goroutines and measures them.
 func drive(ctx context.Context, stage string, l load, do job) Result {
 	clients := max(l.Clients, 1)
+	if l.Jobs <= 0 && l.Duration <= 0 {
+		return Result{Stage: stage, Clients: clients, Latency: &Summary{}, Statuses: map[string]int{}}
+	}
 	var (
 		next     atomic.Int64
 		lat      Latencies

@@ -2,10 +2,12 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,5 +170,45 @@ odd{label="a } b"} 1
 	want := map[string]float64{"clerksync_worker_events_total": 10, "clerksync_worker_batch_size_sum": 12.5, "clerksync_worker_batch_size_count": 2, "odd": 1}
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+}
+
+func TestDriveWithNothingToDoReturns(t *testing.T) {
+	t.Parallel()
+	r := drive(context.Background(), "empty", load{Clients: 4}, func(context.Context, int, int) (string, error) {
+		t.Error("a job ran")
+		return "ok", nil
+	})
+	if r.Count != 0 || r.Failed() {
+		t.Errorf("empty stage: %+v", r)
+	}
+}
+
+func TestDrivePacesAndCounts(t *testing.T) {
+	t.Parallel()
+	var ran atomic.Int64
+	r := drive(context.Background(), "paced", load{Clients: 3, Jobs: 20, Rate: 1000}, func(_ context.Context, _, i int) (string, error) {
+		ran.Add(1)
+		if i == 7 {
+			return "", errors.New("no answer")
+		}
+		if i%2 == 0 {
+			return "200", nil
+		}
+		return "503", nil
+	})
+	if ran.Load() != 20 || r.Count != 20 {
+		t.Fatalf("%d jobs ran, %d counted, want 20", ran.Load(), r.Count)
+	}
+	want := map[string]int{"200": 10, "503": 9, "error": 1}
+	if diff := cmp.Diff(want, r.Statuses); diff != "" {
+		t.Errorf("statuses (-want +got):\n%s", diff)
+	}
+	if r.OK() != 10 || r.Attempts() != 20 || !r.Failed() || r.Error != "no answer" {
+		t.Errorf("OK %d, Attempts %d, Failed %v, Error %q", r.OK(), r.Attempts(), r.Failed(), r.Error)
+	}
+	// Paced at 1000/s, the 20th job is not due before 19 ms: the run cannot be shorter.
+	if r.Elapsed < 19*time.Millisecond {
+		t.Errorf("20 jobs paced at 1000/s took %v", r.Elapsed)
 	}
 }
