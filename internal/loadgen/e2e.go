@@ -49,8 +49,10 @@ func E2E(ctx context.Context, stage string, o E2EOptions) (Result, error) {
 		id string
 		at time.Time
 	}
-	ch := make(chan accepted, 1024)
+	// Room for every delivery: a client never waits on the watcher, which would add to the
+	// latency it measures.
 	deliveries := o.Ingest.Workload.Deliveries
+	ch := make(chan accepted, len(deliveries))
 	o.Ingest.Accepted = func(i int, at time.Time, duplicate bool) {
 		if !duplicate {
 			ch <- accepted{deliveries[i].ID, at}
