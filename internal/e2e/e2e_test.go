@@ -1,0 +1,243 @@
+// Package e2e drives the three services together, as Clerk and a frontend would: a signed webhook
+// into ingest, through JetStream and the worker into Postgres, and out of the api for a session
+// token. Each service runs through its own Run on a :0 listener.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/clerksync/clerksync/internal/api"
+	"github.com/clerksync/clerksync/internal/clerkgen"
+	"github.com/clerksync/clerksync/internal/event/eventtest"
+	"github.com/clerksync/clerksync/internal/ingest"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
+	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
+	"github.com/clerksync/clerksync/internal/session/sessiontest"
+	"github.com/clerksync/clerksync/internal/worker"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+const clerkUserID = "user_29w83sxmDNGwOuEthce5gg56FcC" // the id in Clerk's example payloads
+
+type stack struct {
+	ingestURL, apiURL string
+	secret            string
+	issuer            *sessiontest.Issuer
+	queries           *dbsqlc.Queries
+}
+
+// start runs ingest, worker and api against a fresh database and an embedded NATS server.
+func start(t *testing.T) stack {
+	t.Helper()
+	natsURL := eventtest.NewServer(t).URL()
+	dbURL := postgrestest.NewDatabase(t)
+	iss := sessiontest.NewIssuer(t)
+	s := stack{secret: clerkgen.NewSecret(), issuer: iss}
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s.queries = dbsqlc.New(pool)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 3)
+	running := 0
+	t.Cleanup(func() {
+		cancel()
+		for range running {
+			if err := <-done; err != nil {
+				t.Errorf("service stopped with %v", err)
+			}
+		}
+	})
+	serve := func(run func(net.Listener) error) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		running++
+		go func() { done <- run(ln) }()
+		base := "http://" + ln.Addr().String()
+		waitReady(t, base)
+		return base
+	}
+	// ingest first: it creates the stream the worker consumes.
+	s.ingestURL = serve(func(ln net.Listener) error {
+		return ingest.Run(ctx, ingest.Config{
+			NATSURL: natsURL, WebhookSecrets: ingest.Secrets{s.secret},
+			MaxBodyBytes: 256 << 10, PublishTimeout: 5 * time.Second,
+		}, logger, ln)
+	})
+	serve(func(ln net.Listener) error {
+		return worker.Run(ctx, worker.Config{
+			NATSURL: natsURL, DatabaseURL: dbURL, Consumer: "clerk-users", BatchSize: 256,
+			MaxAttempts: 20, AckWait: 30 * time.Second, FetchWait: 100 * time.Millisecond,
+			RetryDelay: time.Second, RetryMaxDelay: time.Minute,
+		}, logger, ln)
+	})
+	s.apiURL = serve(func(ln net.Listener) error {
+		return api.Run(ctx, api.Config{
+			DatabaseURL: dbURL, JWKSURL: iss.JWKSURL(), JWKSCacheTTL: time.Hour, JWTLeeway: 5 * time.Second,
+			Issuer: sessiontest.IssuerURL, AuthorizedParties: []string{sessiontest.AuthorizedParty},
+		}, logger, ln)
+	})
+	return s
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz not ready within 30s (last: %v)", base, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s stack) send(t *testing.T, id, fixture string) {
+	t.Helper()
+	body, err := os.ReadFile("testdata/" + fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := clerkgen.Post(context.Background(), nil, s.ingestURL+"/webhooks/clerk", s.secret, id, body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("webhook %s: %d %s %v", fixture, resp.StatusCode, resp.Body, err)
+	}
+}
+
+type response struct {
+	status     int
+	retryAfter string
+	body       []byte
+}
+
+func (s stack) me(t *testing.T, sub string) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.apiURL+"/auth/me", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.issuer.Token(sub))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header.Get("Retry-After"), b}
+}
+
+// meUntil polls /auth/me until cond holds: the worker applies asynchronously.
+func (s stack) meUntil(t *testing.T, sub string, cond func(response) bool) response {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := s.me(t, sub)
+		if cond(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/auth/me for %s never reached the expected state; last: %d %s", sub, r.status, r.body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func errorCode(t *testing.T, body []byte) string {
+	t.Helper()
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("error body %s: %v", body, err)
+	}
+	return e.Error.Code
+}
+
+var startedAt = regexp.MustCompile(`"started_at":"[^"]+"`)
+
+func TestWebhookToAuthMe(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+
+	// Not synced yet: the frontend is told to come back in a second.
+	r := s.me(t, clerkUserID)
+	if r.status != http.StatusNotFound || errorCode(t, r.body) != "user_not_synced" || r.retryAfter != "1" {
+		t.Fatalf("before the webhook: %d Retry-After=%q %s, want 404 user_not_synced Retry-After=1", r.status, r.retryAfter, r.body)
+	}
+
+	s.send(t, "msg_e2e_created", "user.created.json")
+	r = s.meUntil(t, clerkUserID, func(r response) bool { return r.status == http.StatusOK })
+	// started_at is when clerksync created the subscription: the one wall-clock value.
+	got := startedAt.ReplaceAll(r.body, []byte(`"started_at":"STARTED_AT"`))
+	golden := "testdata/me.golden.json"
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("/auth/me (-want +got)\n%s", diff)
+	}
+
+	// Another user, never sent: still not synced, while the first one is.
+	if r := s.me(t, "user_never_sent"); r.status != http.StatusNotFound || errorCode(t, r.body) != "user_not_synced" {
+		t.Errorf("unknown user: %d %s, want 404 user_not_synced", r.status, r.body)
+	}
+
+	s.send(t, "msg_e2e_deleted", "user.deleted.json")
+	s.meUntil(t, clerkUserID, func(r response) bool {
+		return r.status == http.StatusNotFound && errorCode(t, r.body) == "user_deleted"
+	})
+
+	// A late replay of the create (a Svix retry with a new id) does not resurrect the user.
+	s.send(t, "msg_e2e_created_again", "user.created.json")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		done, err := s.queries.IsProcessed(context.Background(), "msg_e2e_created_again")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the late create was never processed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := s.me(t, clerkUserID); r.status != http.StatusNotFound || errorCode(t, r.body) != "user_deleted" {
+		t.Errorf("after a late create: %d %s, want 404 user_deleted", r.status, r.body)
+	}
+}
