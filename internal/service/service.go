@@ -212,7 +212,7 @@ func ReadyzHandler(logger *slog.Logger, probes map[string]Probe) http.Handler {
 			if err := probe(ctx); err != nil {
 				ok = false
 				checks[name] = "unavailable"
-				logger.Warn("readiness check failed", "dependency", name, "err", err)
+				logger.Debug("readiness check failed", "dependency", name, "err", err)
 				continue
 			}
 			checks[name] = "ok"
