@@ -127,9 +127,10 @@ func connect(url string, logger *slog.Logger, reconnected chan<- struct{}) (*nat
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectBufSize(-1),
+		// No signal on the first connect: keepStream's first ensureStream is already retrying
+		// until the connection is up.
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			logger.Info("connected", "url", nc.ConnectedUrlRedacted())
-			signal()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("reconnected", "url", nc.ConnectedUrlRedacted())
