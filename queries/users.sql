@@ -1,7 +1,9 @@
 -- name: ApplyUsers :many
 -- Writes at most one version per user (the worker folds each batch first, so no statement touches
--- a row twice) and returns the clerk_user_id of every row it wrote. A row in @rows is either a live
--- version (deleted_at NULL) or a tombstone (deleted_at set, every Clerk-derived column NULL):
+-- a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
+-- column (nullable text columns as varchar[]: see sqlc.yaml), clerk_data as the raw JSON Clerk
+-- sent; each row is either a live version (deleted_at NULL) or a tombstone (deleted_at set, every
+-- Clerk-derived column NULL):
 --   - a live version replaces a live row only when its version (clerk_updated_at,
 --     version_event_id, compared as bytes) is newer, or equal when @reapply repairs a projection;
 --   - a tombstone replaces a live row, and an older tombstone (the earliest delete wins, so the
@@ -13,10 +15,18 @@ INSERT INTO users AS u (
     clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
 SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
        r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
-FROM jsonb_to_recordset(@rows::jsonb) AS r(
-    user_id uuid, clerk_user_id text, email text, username text, first_name text, last_name text,
-    image_url text, clerk_data jsonb, clerk_created_at timestamptz, clerk_updated_at timestamptz,
-    version_event_id text, deleted_at timestamptz)
+FROM (SELECT unnest(@user_ids::uuid[]) AS user_id,
+             unnest(@clerk_user_ids::text[]) AS clerk_user_id,
+             unnest(@emails::varchar[]) AS email,
+             unnest(@usernames::varchar[]) AS username,
+             unnest(@first_names::varchar[]) AS first_name,
+             unnest(@last_names::varchar[]) AS last_name,
+             unnest(@image_urls::varchar[]) AS image_url,
+             unnest(@clerk_data::jsonb[]) AS clerk_data,
+             unnest(@clerk_created_ats::timestamptz[]) AS clerk_created_at,
+             unnest(@clerk_updated_ats::timestamptz[]) AS clerk_updated_at,
+             unnest(@version_event_ids::varchar[]) AS version_event_id,
+             unnest(@deleted_ats::timestamptz[]) AS deleted_at) AS r
 ORDER BY r.clerk_user_id COLLATE "C"
 ON CONFLICT (clerk_user_id) DO UPDATE SET
     email            = excluded.email,

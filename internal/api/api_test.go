@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -198,34 +199,56 @@ func userID(clerkID string) uuid.UUID {
 // subscription and usage row.
 func (b *bundle) syncUser(t testing.TB, u user) {
 	t.Helper()
-	row := map[string]any{
-		"user_id":          userID(u.id),
-		"clerk_user_id":    u.id,
-		"clerk_data":       map[string]any{"id": u.id},
-		"clerk_created_at": u.createdAt,
-		"clerk_updated_at": u.updatedAt,
-		"version_event_id": "msg_" + u.id,
+	field := func(name string) []*string {
+		if v, ok := u.fields[name].(string); ok {
+			return []*string{&v}
+		}
+		return []*string{nil}
 	}
-	maps.Copy(row, u.fields)
-	b.applyUser(t, u.id, row)
+	version := "msg_" + u.id
+	b.applyUser(t, dbsqlc.ApplyUsersParams{
+		UserIds:         []uuid.UUID{userID(u.id)},
+		ClerkUserIds:    []string{u.id},
+		Emails:          field("email"),
+		Usernames:       field("username"),
+		FirstNames:      field("first_name"),
+		LastNames:       field("last_name"),
+		ImageUrls:       field("image_url"),
+		ClerkData:       [][]byte{fmt.Appendf(nil, `{"id":%q}`, u.id)},
+		ClerkCreatedAts: []pgtype.Timestamptz{{Time: u.createdAt, Valid: true}},
+		ClerkUpdatedAts: []pgtype.Timestamptz{{Time: u.updatedAt, Valid: true}},
+		VersionEventIds: []*string{&version},
+		DeletedAts:      []pgtype.Timestamptz{{}},
+	})
 }
 
 // deleteUser writes a tombstone as the worker does on user.deleted.
 func (b *bundle) deleteUser(t testing.TB, clerkID string, at time.Time) {
 	t.Helper()
-	b.applyUser(t, clerkID, map[string]any{"user_id": userID(clerkID), "clerk_user_id": clerkID, "deleted_at": at})
+	none := []*string{nil}
+	b.applyUser(t, dbsqlc.ApplyUsersParams{
+		UserIds:         []uuid.UUID{userID(clerkID)},
+		ClerkUserIds:    []string{clerkID},
+		Emails:          none,
+		Usernames:       none,
+		FirstNames:      none,
+		LastNames:       none,
+		ImageUrls:       none,
+		ClerkData:       [][]byte{nil},
+		ClerkCreatedAts: []pgtype.Timestamptz{{}},
+		ClerkUpdatedAts: []pgtype.Timestamptz{{}},
+		VersionEventIds: none,
+		DeletedAts:      []pgtype.Timestamptz{{Time: at, Valid: true}},
+	})
 }
 
-func (b *bundle) applyUser(t testing.TB, clerkID string, row map[string]any) {
+func (b *bundle) applyUser(t testing.TB, row dbsqlc.ApplyUsersParams) {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := json.Marshal([]any{row})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.queries.ApplyUsers(ctx, dbsqlc.ApplyUsersParams{Rows: rows}); err != nil {
+	if _, err := b.queries.ApplyUsers(ctx, row); err != nil {
 		t.Fatalf("ApplyUsers: %v", err)
 	}
+	clerkID := row.ClerkUserIds[0]
 	id := userID(clerkID)
 	if _, err := b.queries.SyncSubscriptions(ctx, dbsqlc.SyncSubscriptionsParams{
 		UserIds: []uuid.UUID{id}, SubscriptionIds: []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkID+":subscription"))},

@@ -1,14 +1,11 @@
 package worker
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -97,21 +94,43 @@ func SubscriptionID(clerkUserID string) uuid.UUID {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID+":subscription"))
 }
 
-// userRow is one element of ApplyUsers' @rows: a live version, or a tombstone (DeletedAt set and
-// every Clerk-derived field empty).
-type userRow struct {
-	UserID         uuid.UUID       `json:"user_id"`
-	ClerkUserID    string          `json:"clerk_user_id"`
-	Email          *string         `json:"email"`
-	Username       *string         `json:"username"`
-	FirstName      *string         `json:"first_name"`
-	LastName       *string         `json:"last_name"`
-	ImageURL       *string         `json:"image_url"`
-	ClerkData      json.RawMessage `json:"clerk_data,omitempty"` // absent, not JSON null, on a tombstone
-	ClerkCreatedAt *time.Time      `json:"clerk_created_at"`
-	ClerkUpdatedAt *time.Time      `json:"clerk_updated_at"`
-	VersionEventID *string         `json:"version_event_id"`
-	DeletedAt      *time.Time      `json:"deleted_at"`
+// userRows are the users rows of a batch, one slice per column of ApplyUsers. A row is a live
+// version, or a tombstone (deleted_at set and every Clerk-derived column NULL).
+type userRows dbsqlc.ApplyUsersParams
+
+func (r *userRows) add(d decoded) {
+	ev := d.Event
+	r.UserIds = append(r.UserIds, UserID(ev.ClerkUserID))
+	r.ClerkUserIds = append(r.ClerkUserIds, ev.ClerkUserID)
+	if ev.User == nil {
+		r.Emails = append(r.Emails, nil)
+		r.Usernames = append(r.Usernames, nil)
+		r.FirstNames = append(r.FirstNames, nil)
+		r.LastNames = append(r.LastNames, nil)
+		r.ImageUrls = append(r.ImageUrls, nil)
+		r.ClerkData = append(r.ClerkData, nil)
+		r.ClerkCreatedAts = append(r.ClerkCreatedAts, pgtype.Timestamptz{})
+		r.ClerkUpdatedAts = append(r.ClerkUpdatedAts, pgtype.Timestamptz{})
+		r.VersionEventIds = append(r.VersionEventIds, nil)
+		r.DeletedAts = append(r.DeletedAts, pgtype.Timestamptz{Time: ev.Timestamp, Valid: true})
+		return
+	}
+	u := ev.User
+	r.Emails = append(r.Emails, u.Email)
+	r.Usernames = append(r.Usernames, u.Username)
+	r.FirstNames = append(r.FirstNames, u.FirstName)
+	r.LastNames = append(r.LastNames, u.LastName)
+	r.ImageUrls = append(r.ImageUrls, u.ImageURL)
+	// The user object exactly as Clerk sent it: Postgres parses it once, into jsonb.
+	r.ClerkData = append(r.ClerkData, u.Data)
+	created := pgtype.Timestamptz{}
+	if u.CreatedAt != nil {
+		created = pgtype.Timestamptz{Time: *u.CreatedAt, Valid: true}
+	}
+	r.ClerkCreatedAts = append(r.ClerkCreatedAts, created)
+	r.ClerkUpdatedAts = append(r.ClerkUpdatedAts, pgtype.Timestamptz{Time: u.UpdatedAt, Valid: true})
+	r.VersionEventIds = append(r.VersionEventIds, &d.EventID)
+	r.DeletedAts = append(r.DeletedAts, pgtype.Timestamptz{})
 }
 
 // applyEvents applies evs (all decoded user events) with q, bound to one transaction, and returns
@@ -181,16 +200,17 @@ func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply 
 	if len(winners) == 0 {
 		return outcomes, nil
 	}
-	rows := make([]userRow, 0, len(winners))
-	for _, i := range winners {
-		rows = append(rows, newUserRow(evs[i]))
+	// Rows go in clerk_user_id order (bytes), the order every worker locks users in.
+	users := make([]string, 0, len(winners))
+	for id := range winners {
+		users = append(users, id)
 	}
-	slices.SortFunc(rows, func(a, b userRow) int { return cmp.Compare(a.ClerkUserID, b.ClerkUserID) })
-	rowsJSON, err := json.Marshal(rows)
-	if err != nil {
-		return nil, fmt.Errorf("encoding users: %w", err)
+	slices.Sort(users)
+	rows := userRows{Reapply: reapply}
+	for _, id := range users {
+		rows.add(evs[winners[id]])
 	}
-	written, err := q.ApplyUsers(ctx, dbsqlc.ApplyUsersParams{Rows: rowsJSON, Reapply: reapply})
+	written, err := q.ApplyUsers(ctx, dbsqlc.ApplyUsersParams(rows))
 	if err != nil {
 		return nil, fmt.Errorf("applying users: %w", err)
 	}
@@ -245,24 +265,6 @@ func beats(a *clerk.UserEvent, aID string, b *clerk.UserEvent, bID string) bool 
 		return a.User.UpdatedAt.After(b.User.UpdatedAt)
 	}
 	return aID > bID
-}
-
-func newUserRow(d decoded) userRow {
-	ev := d.Event
-	row := userRow{UserID: UserID(ev.ClerkUserID), ClerkUserID: ev.ClerkUserID}
-	if ev.User == nil {
-		ts := ev.Timestamp
-		row.DeletedAt = &ts
-		return row
-	}
-	u := ev.User
-	updated, version := u.UpdatedAt, d.EventID
-	row.Email, row.Username, row.FirstName, row.LastName, row.ImageURL = u.Email, u.Username, u.FirstName, u.LastName, u.ImageURL
-	row.ClerkData = u.Data
-	row.ClerkCreatedAt = u.CreatedAt
-	row.ClerkUpdatedAt = &updated
-	row.VersionEventID = &version
-	return row
 }
 
 // applyTx applies evs in one transaction and returns each one's outcome. also, when not nil, runs

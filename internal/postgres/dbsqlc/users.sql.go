@@ -9,6 +9,7 @@ import (
 	"context"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const applyUsers = `-- name: ApplyUsers :many
@@ -17,10 +18,18 @@ INSERT INTO users AS u (
     clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
 SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
        r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
-FROM jsonb_to_recordset($1::jsonb) AS r(
-    user_id uuid, clerk_user_id text, email text, username text, first_name text, last_name text,
-    image_url text, clerk_data jsonb, clerk_created_at timestamptz, clerk_updated_at timestamptz,
-    version_event_id text, deleted_at timestamptz)
+FROM (SELECT unnest($1::uuid[]) AS user_id,
+             unnest($2::text[]) AS clerk_user_id,
+             unnest($3::varchar[]) AS email,
+             unnest($4::varchar[]) AS username,
+             unnest($5::varchar[]) AS first_name,
+             unnest($6::varchar[]) AS last_name,
+             unnest($7::varchar[]) AS image_url,
+             unnest($8::jsonb[]) AS clerk_data,
+             unnest($9::timestamptz[]) AS clerk_created_at,
+             unnest($10::timestamptz[]) AS clerk_updated_at,
+             unnest($11::varchar[]) AS version_event_id,
+             unnest($12::timestamptz[]) AS deleted_at) AS r
 ORDER BY r.clerk_user_id COLLATE "C"
 ON CONFLICT (clerk_user_id) DO UPDATE SET
     email            = excluded.email,
@@ -38,13 +47,13 @@ WHERE CASE
     WHEN excluded.deleted_at IS NOT NULL THEN
         u.deleted_at IS NULL
         OR excluded.deleted_at < u.deleted_at
-        OR ($2::boolean AND excluded.deleted_at = u.deleted_at)
+        OR ($13::boolean AND excluded.deleted_at = u.deleted_at)
     ELSE
         u.deleted_at IS NULL
         AND (u.clerk_updated_at IS NULL
              OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
                 > (u.clerk_updated_at, u.version_event_id COLLATE "C")
-             OR ($2::boolean
+             OR ($13::boolean
                  AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
                      = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
     END
@@ -52,13 +61,26 @@ RETURNING u.clerk_user_id
 `
 
 type ApplyUsersParams struct {
-	Rows    []byte
-	Reapply bool
+	UserIds         []uuid.UUID
+	ClerkUserIds    []string
+	Emails          []*string
+	Usernames       []*string
+	FirstNames      []*string
+	LastNames       []*string
+	ImageUrls       []*string
+	ClerkData       [][]byte
+	ClerkCreatedAts []pgtype.Timestamptz
+	ClerkUpdatedAts []pgtype.Timestamptz
+	VersionEventIds []*string
+	DeletedAts      []pgtype.Timestamptz
+	Reapply         bool
 }
 
 // Writes at most one version per user (the worker folds each batch first, so no statement touches
-// a row twice) and returns the clerk_user_id of every row it wrote. A row in @rows is either a live
-// version (deleted_at NULL) or a tombstone (deleted_at set, every Clerk-derived column NULL):
+// a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
+// column (nullable text columns as varchar[]: see sqlc.yaml), clerk_data as the raw JSON Clerk
+// sent; each row is either a live version (deleted_at NULL) or a tombstone (deleted_at set, every
+// Clerk-derived column NULL):
 //   - a live version replaces a live row only when its version (clerk_updated_at,
 //     version_event_id, compared as bytes) is newer, or equal when @reapply repairs a projection;
 //   - a tombstone replaces a live row, and an older tombstone (the earliest delete wins, so the
@@ -67,7 +89,21 @@ type ApplyUsersParams struct {
 // Rows are inserted in clerk_user_id order so concurrent workers lock users in one order, and
 // every conflicting row stays locked to the end of the transaction even when it is not updated.
 func (q *Queries) ApplyUsers(ctx context.Context, arg ApplyUsersParams) ([]string, error) {
-	rows, err := q.db.Query(ctx, applyUsers, arg.Rows, arg.Reapply)
+	rows, err := q.db.Query(ctx, applyUsers,
+		arg.UserIds,
+		arg.ClerkUserIds,
+		arg.Emails,
+		arg.Usernames,
+		arg.FirstNames,
+		arg.LastNames,
+		arg.ImageUrls,
+		arg.ClerkData,
+		arg.ClerkCreatedAts,
+		arg.ClerkUpdatedAts,
+		arg.VersionEventIds,
+		arg.DeletedAts,
+		arg.Reapply,
+	)
 	if err != nil {
 		return nil, err
 	}
