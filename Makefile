@@ -3,7 +3,10 @@ SHELL := /usr/bin/env bash
 
 SQLC_VERSION          := v1.31.1
 GOLANGCI_LINT_VERSION := v2.6.2
+GOVULNCHECK_VERSION   := v1.1.4
 GO_TEST_FLAGS         ?=
+FUZZTIME              ?= 60s
+SOAK_FLAGS            ?=
 
 .DEFAULT_GOAL := help
 
@@ -40,3 +43,22 @@ bench: ## Run the Go benchmarks.
 .PHONY: loadtest
 loadtest: ## Measure ingest, worker and api against the machine's raw limits (in-process stack; see docs/benchmarks.md). LOADTEST_FLAGS adds flags.
 	go run ./cmd/loadgen all $(LOADTEST_FLAGS)
+
+.PHONY: soak
+soak: ## Crash soak (~10 min): the built services, NATS and Postgres killed while 20,000 webhooks flow; prints one summary line. SOAK_FLAGS adds flags (go run ./cmd/soak -h).
+	go run ./cmd/soak $(SOAK_FLAGS)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target (func FuzzXxx in a _test.go) for FUZZTIME (default 60s) each; stops at the first crash.
+	@set -euo pipefail; \
+	targets=$$(grep -rn --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . \
+		| sed -E 's#^\./(.*)/[^/]+:[0-9]+:func (Fuzz[A-Za-z0-9_]*)\(.*#\1:\2#' | sort -u); \
+	for t in $$targets; do \
+		dir=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name (./$$dir, $(FUZZTIME))"; \
+		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "./$$dir"; \
+	done
+
+.PHONY: vuln
+vuln: ## govulncheck (pinned): known vulnerabilities reachable from our code (needs vuln.go.dev).
+	go run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) ./...
