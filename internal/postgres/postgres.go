@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"time"
 
@@ -27,12 +28,19 @@ var ErrUnavailable = errors.New("postgres unavailable")
 
 // Open connects a pool to url and checks that the server answers.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	return OpenConns(ctx, url, 0)
+}
+
+// OpenConns is Open for a caller that holds up to conns connections at once: the pool allows at
+// least that many (its default is max(4, CPUs); pool_max_conns in url wins when larger).
+func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// The URL may hold a password: never echo it.
 		return nil, errors.New("parsing DATABASE_URL: invalid connection string")
 	}
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32)))
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening pool: %w", err)

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -72,18 +75,19 @@ func (c *consumer) recreateIfGone(ctx context.Context) {
 	c.logger.Warn("the durable consumer was gone: created it again", "consumer", c.cfg.Consumer)
 }
 
-// fetch waits up to FetchWait for one message, then takes whatever else is ready, up to a batch:
-// an idle worker applies a lone event at once, a busy one fills its batches.
+// fetch waits up to FetchWait for one message, then takes whatever else is ready, up to a batch
+// for each lane: an idle worker applies a lone event at once, a busy one fills its batches.
 func (c *consumer) fetch() ([]jetstream.Msg, error) {
 	first, err := c.cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.FetchWait))
 	if err != nil {
 		return nil, err
 	}
 	msgs, err := drain(first)
-	if len(msgs) == 0 || c.cfg.BatchSize == 1 {
+	limit := c.cfg.BatchSize * c.cfg.Parallelism
+	if len(msgs) == 0 || limit == 1 {
 		return msgs, err
 	}
-	rest, err := c.cons.FetchNoWait(c.cfg.BatchSize - 1)
+	rest, err := c.cons.FetchNoWait(limit - 1)
 	if err != nil {
 		return msgs, err
 	}
@@ -99,43 +103,111 @@ func drain(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 	return msgs, b.Error()
 }
 
-// handle takes a fetched batch to its end: poison parked and terminated, ignored types
-// acknowledged, user events applied in one transaction and acknowledged after the commit.
+// handle takes fetched messages to their end: poison parked and terminated, ignored types
+// acknowledged, user events applied in batches (see applyLanes) and acknowledged after each commit.
 func (c *consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 	start := time.Now()
 	c.metrics.batchSize.Observe(float64(len(msgs)))
 	defer func() { c.metrics.applyTime.Observe(time.Since(start).Seconds()) }()
 
 	var events []pending
-	for _, m := range msgs {
-		msg, err := fromJetStream(m)
-		if err != nil {
-			c.logger.Error("unreadable stream message left for redelivery", "subject", m.Subject(), "err", err)
-			continue
-		}
-		d, err := decode(msg)
+	for i, r := range c.decodeAll(msgs) {
+		m := msgs[i]
 		switch {
-		case err != nil:
-			if errors.Is(c.park(ctx, msgs, pending{m, d}, err, "poison"), errStopping) {
+		case r.unreadable != nil:
+			c.logger.Error("unreadable stream message left for redelivery", "subject", m.Subject(), "err", r.unreadable)
+		case r.poison != nil:
+			if errors.Is(c.park(ctx, msgs, pending{m, r.decoded}, r.poison, "poison"), errStopping) {
 				return
 			}
-		case d.Event == nil:
+		case r.Event == nil:
 			c.ack(m)
-			c.metrics.count(d.Type, outcomeIgnored)
+			c.metrics.count(r.Type, outcomeIgnored)
 		default:
-			events = append(events, pending{m, d})
+			events = append(events, pending{m, r.decoded})
 		}
 	}
-	c.apply(ctx, msgs, events)
+	c.applyLanes(ctx, events)
+}
+
+// decodeResult is one fetched message after decodeAll.
+type decodeResult struct {
+	decoded
+	unreadable error // no metadata: left for redelivery
+	poison     error // can never apply
+}
+
+// decodeAll decodes msgs on up to Parallelism goroutines: parsing is CPU work that would
+// otherwise leave Postgres idle.
+func (c *consumer) decodeAll(msgs []jetstream.Msg) []decodeResult {
+	results := make([]decodeResult, len(msgs))
+	size := (len(msgs) + c.cfg.Parallelism - 1) / c.cfg.Parallelism
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(msgs); lo += size {
+		hi := min(lo+size, len(msgs))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				msg, err := fromJetStream(msgs[i])
+				if err != nil {
+					results[i].unreadable = err
+					continue
+				}
+				results[i].decoded, results[i].poison = decode(msg)
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// applyLanes applies events on up to Parallelism connections at once. Events are partitioned by
+// user (a lane per hash of the Clerk user id), so no two transactions in flight touch one user and
+// none waits on another's row locks; order does not matter to the result anyway (the contract's
+// version rules). Each lane applies its events in batches of at most BatchSize, one transaction
+// each, acknowledged after its commit.
+func (c *consumer) applyLanes(ctx context.Context, events []pending) {
+	lanes := make([][]pending, c.cfg.Parallelism)
+	for _, p := range events {
+		k := lane(p.Event.ClerkUserID, len(lanes))
+		lanes[k] = append(lanes[k], p)
+	}
+	var wg sync.WaitGroup
+	for _, events := range lanes {
+		if len(events) == 0 {
+			continue
+		}
+		// While Postgres is out of reach the lane holds all its messages, not only the batch
+		// waiting for it.
+		held := make([]jetstream.Msg, len(events))
+		for i, p := range events {
+			held[i] = p.msg
+		}
+		wg.Go(func() {
+			for batch := range slices.Chunk(events, c.cfg.BatchSize) {
+				if errors.Is(c.apply(ctx, held, batch), errStopping) {
+					return // the rest stays unacknowledged: JetStream delivers it again
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// lane is the lane of a Clerk user among n.
+func lane(clerkUserID string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(clerkUserID))
+	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is at most 64
 }
 
 // apply applies events in one transaction and acknowledges them after the commit. When the
 // transaction fails with Postgres reachable, each event is applied alone so that one bad event
 // does not hold back the others; a lone failing event is retried with back-off, then parked.
-// held is the whole batch, kept from redelivery while Postgres is out of reach.
-func (c *consumer) apply(ctx context.Context, held []jetstream.Msg, events []pending) {
+// held are the messages kept from redelivery while Postgres is out of reach. It returns
+// errStopping when the worker stops during an outage, leaving events unacknowledged.
+func (c *consumer) apply(ctx context.Context, held []jetstream.Msg, events []pending) error {
 	if len(events) == 0 {
-		return
+		return nil
 	}
 	evs := make([]decoded, len(events))
 	msgs := make([]jetstream.Msg, len(events))
@@ -155,28 +227,35 @@ func (c *consumer) apply(ctx context.Context, held []jetstream.Msg, events []pen
 		}
 		c.metrics.observeCommit(evs, outcomes, committed)
 	case errors.Is(err, errStopping):
+		return err
 	case len(events) > 1:
 		c.logger.Warn("batch failed: applying its events one by one", "events", len(events), "err", err)
 		for i := range events {
-			c.apply(ctx, held, events[i:i+1])
+			if err := c.apply(ctx, held, events[i:i+1]); err != nil {
+				return err
+			}
 		}
 	default:
-		c.fail(ctx, held, events[0], err)
+		return c.fail(ctx, held, events[0], err)
 	}
+	return nil
 }
 
 // fail handles an event whose transaction failed with Postgres reachable: delivered fewer than
 // MaxAttempts times, it is NAKed with a delay that doubles with each delivery; then it is parked.
-func (c *consumer) fail(ctx context.Context, held []jetstream.Msg, p pending, cause error) {
+// It returns errStopping when the worker stops before the event could be parked.
+func (c *consumer) fail(ctx context.Context, held []jetstream.Msg, p pending, cause error) error {
 	meta, err := p.msg.Metadata()
 	if err != nil {
 		c.logger.Error("unreadable stream message left for redelivery", "seq", p.Seq, "err", err)
-		return
+		return nil
 	}
 	attempt := meta.NumDelivered
 	if attempt >= uint64(c.cfg.MaxAttempts) {
-		_ = c.park(ctx, held, p, fmt.Errorf("failed %d times, last: %w", attempt, cause), "max_attempts")
-		return
+		if err := c.park(ctx, held, p, fmt.Errorf("failed %d times, last: %w", attempt, cause), "max_attempts"); errors.Is(err, errStopping) {
+			return err
+		}
+		return nil
 	}
 	delay := backoff(c.cfg.RetryDelay, c.cfg.RetryMaxDelay, attempt)
 	c.logger.Warn("event failed: retrying later", "seq", p.Seq, "event_id", p.EventID, "type", p.Type,
@@ -185,6 +264,7 @@ func (c *consumer) fail(ctx context.Context, held []jetstream.Msg, p pending, ca
 		c.logger.Warn("nak failed: the message comes back after AckWait", "seq", p.Seq, "err", err)
 	}
 	c.metrics.count(p.Type, outcomeRetried)
+	return nil
 }
 
 // backoff is the delay before delivery attempt+1: base doubled per attempt, at most limit.

@@ -42,6 +42,7 @@ func setup(t *testing.T) *bundle {
 		Addr:          "127.0.0.1:0",
 		Consumer:      "clerk-users",
 		BatchSize:     256,
+		Parallelism:   2,
 		MaxAttempts:   20,
 		AckWait:       30 * time.Second,
 		FetchWait:     100 * time.Millisecond,

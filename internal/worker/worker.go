@@ -35,6 +35,9 @@ type Config struct {
 	// Consumer is the durable consumer's name; workers sharing it share the work.
 	Consumer  string `env:"WORKER_CONSUMER" envDefault:"clerk-users"`
 	BatchSize int    `env:"WORKER_BATCH_SIZE" envDefault:"256"`
+	// Parallelism is how many batches the worker applies at once, each in its own transaction on
+	// its own connection, with users partitioned between them.
+	Parallelism int `env:"WORKER_PARALLELISM" envDefault:"2"`
 	// MaxAttempts is how many deliveries a message that fails with Postgres reachable gets before
 	// it is parked in dead_letters.
 	MaxAttempts int `env:"WORKER_MAX_ATTEMPTS" envDefault:"20"`
@@ -57,6 +60,8 @@ func (c Config) validate() error {
 	switch {
 	case c.BatchSize < 1 || c.BatchSize > 10000:
 		return fmt.Errorf("config: WORKER_BATCH_SIZE %d: want 1 to 10000", c.BatchSize)
+	case c.Parallelism < 1 || c.Parallelism > 64:
+		return fmt.Errorf("config: WORKER_PARALLELISM %d: want 1 to 64", c.Parallelism)
 	case c.MaxAttempts < 1:
 		return fmt.Errorf("config: WORKER_MAX_ATTEMPTS %d: want at least 1", c.MaxAttempts)
 	case c.AckWait < time.Second:
@@ -78,7 +83,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	// A connection per lane, and one for dead letters, probes and advisories.
+	pool, err := postgres.OpenConns(ctx, cfg.DatabaseURL, cfg.Parallelism+1)
 	if err != nil {
 		return err
 	}
@@ -134,7 +140,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	logger.Info("worker started", "consumer", cfg.Consumer, "batch_size", cfg.BatchSize, "max_attempts", cfg.MaxAttempts)
+	logger.Info("worker started", "consumer", cfg.Consumer, "batch_size", cfg.BatchSize, "parallelism", cfg.Parallelism, "max_attempts", cfg.MaxAttempts)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(gctx, service.NewServer(mux, logger), ln, logger) })
 	g.Go(func() error { return c.run(gctx) })
