@@ -157,11 +157,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	say := func(format string, args ...any) { fmt.Fprintf(out, "soak: "+format+"\n", args...) }
 
 	dir := cfg.WorkDir
+	var err error
 	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "clerksync-soak-"); err != nil {
-			return Result{}, fmt.Errorf("soak: %w", err)
-		}
+		dir, err = os.MkdirTemp("", "clerksync-soak-")
+	} else {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("soak: %w", err)
 	}
 	// As root the cluster runs as postgres, which must reach its data directory.
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -627,17 +630,36 @@ func startPostgres(ctx context.Context, dataDir string) (*postgres, error) {
 	return &postgres{opts: o, c: c}, nil
 }
 
-func (p *postgres) url() string { return p.c.URL("clerksync") }
+func (p *postgres) url() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.c.URL("clerksync")
+}
 
-// crash stops the server as `pg_ctl stop -m immediate` does (SIGQUIT: no checkpoint, recovery
-// at the next start) and starts it again on the same port.
+// crash stops the server as `pg_ctl stop -m immediate` does and starts it again.
 func (p *postgres) crash(ctx context.Context) error {
+	if err := p.down(); err != nil {
+		return err
+	}
+	return p.up(ctx)
+}
+
+// down stops the server as `pg_ctl stop -m immediate` does (SIGQUIT: no checkpoint, recovery
+// at the next start).
+func (p *postgres) down() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := syscall.Kill(p.c.PID(), syscall.SIGQUIT); err != nil {
 		return fmt.Errorf("soak: crashing postgres: %w", err)
 	}
 	<-p.c.Done()
+	return nil
+}
+
+// up starts the server again on the same port and data directory.
+func (p *postgres) up(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	c, err := pgcluster.Start(context.WithoutCancel(ctx), p.opts)
 	if err != nil {
 		return fmt.Errorf("soak: restarting postgres: %w", err)

@@ -1,12 +1,9 @@
-package soak_test
+package soak
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/clerksync/clerksync/internal/soak"
 )
 
 // TestShortSoak is the crash soak cut down for `make test`: 2,000 webhooks over 15 s, with
@@ -15,15 +12,15 @@ func TestShortSoak(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	res, err := soak.Run(ctx, soak.Config{
+	res, err := Run(ctx, Config{
 		Webhooks:      2000,
 		Users:         200,
 		Seed:          uint64(time.Now().UnixNano()),
 		Duration:      15 * time.Second,
 		Senders:       16,
-		KillWorker:    soak.Fault{Min: 3 * time.Second, Max: 4 * time.Second, Count: 1},
-		KillNATS:      soak.Fault{Min: 6 * time.Second, Max: 7 * time.Second, Count: 1},
-		CrashPostgres: soak.Fault{Min: 9 * time.Second, Max: 10 * time.Second, Count: 1},
+		KillWorker:    Fault{Min: 3 * time.Second, Max: 4 * time.Second, Count: 1},
+		KillNATS:      Fault{Min: 6 * time.Second, Max: 7 * time.Second, Count: 1},
+		CrashPostgres: Fault{Min: 9 * time.Second, Max: 10 * time.Second, Count: 1},
 		Drain:         90 * time.Second,
 		Progress:      testWriter{t},
 	})
@@ -39,11 +36,4 @@ func TestShortSoak(t *testing.T) {
 			t.Errorf("%s was killed %d times, want once", target, res.Kills[target])
 		}
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
