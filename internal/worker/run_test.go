@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/clerksync/clerksync/internal/event"
 	"github.com/clerksync/clerksync/internal/service"
@@ -37,7 +38,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv("CLERKSYNC_WORKER_TEST_CHILD") == "1" {
 		os.Exit(runChild())
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // and no goroutine outlives the tests
+
 }
 
 func runChild() int {
