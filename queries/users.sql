@@ -67,6 +67,11 @@ SELECT i.subscription_id, u.user_id,
        CASE WHEN u.deleted_at IS NULL THEN NULL ELSE now() END
 FROM (SELECT unnest(@user_ids::uuid[]) AS user_id, unnest(@subscription_ids::uuid[]) AS subscription_id) AS i
 JOIN users u ON u.user_id = i.user_id
+-- Skip what is already right (the common case: an update of a live user), so that those rows
+-- are not even locked. The caller holds the users rows locked, so no other worker changes them.
+WHERE NOT EXISTS (
+    SELECT 1 FROM subscriptions x
+    WHERE x.user_id = u.user_id AND (u.deleted_at IS NULL OR x.status = 'canceled'))
 ORDER BY u.user_id
 ON CONFLICT (user_id) DO UPDATE SET
     status      = 'canceled',
@@ -82,6 +87,10 @@ INSERT INTO usage_metrics AS m (user_id, period_start)
 SELECT u.user_id, u.clerk_created_at
 FROM users u
 WHERE u.user_id = ANY(@user_ids::uuid[])
+  -- Skip what is already right, as SyncSubscriptions does.
+  AND NOT EXISTS (
+    SELECT 1 FROM usage_metrics x
+    WHERE x.user_id = u.user_id AND x.period_start IS NOT DISTINCT FROM u.clerk_created_at)
 ORDER BY u.user_id
 ON CONFLICT (user_id) DO UPDATE SET
     period_start = excluded.period_start,

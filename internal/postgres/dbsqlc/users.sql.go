@@ -129,6 +129,9 @@ SELECT i.subscription_id, u.user_id,
        CASE WHEN u.deleted_at IS NULL THEN NULL ELSE now() END
 FROM (SELECT unnest($1::uuid[]) AS user_id, unnest($2::uuid[]) AS subscription_id) AS i
 JOIN users u ON u.user_id = i.user_id
+WHERE NOT EXISTS (
+    SELECT 1 FROM subscriptions x
+    WHERE x.user_id = u.user_id AND (u.deleted_at IS NULL OR x.status = 'canceled'))
 ORDER BY u.user_id
 ON CONFLICT (user_id) DO UPDATE SET
     status      = 'canceled',
@@ -146,6 +149,8 @@ type SyncSubscriptionsParams struct {
 // gets it (free and active, or canceled for a tombstone, also when the delete was the first event
 // seen); a tombstone's active subscription is canceled. subscription_id is derived from user_id by
 // the caller, so rebuilds keep it. Nothing else is touched: tier and the rest belong to the product.
+// Skip what is already right (the common case: an update of a live user), so that those rows
+// are not even locked. The caller holds the users rows locked, so no other worker changes them.
 func (q *Queries) SyncSubscriptions(ctx context.Context, arg SyncSubscriptionsParams) (int64, error) {
 	result, err := q.db.Exec(ctx, syncSubscriptions, arg.UserIds, arg.SubscriptionIds)
 	if err != nil {
@@ -159,6 +164,10 @@ INSERT INTO usage_metrics AS m (user_id, period_start)
 SELECT u.user_id, u.clerk_created_at
 FROM users u
 WHERE u.user_id = ANY($1::uuid[])
+  -- Skip what is already right, as SyncSubscriptions does.
+  AND NOT EXISTS (
+    SELECT 1 FROM usage_metrics x
+    WHERE x.user_id = u.user_id AND x.period_start IS NOT DISTINCT FROM u.clerk_created_at)
 ORDER BY u.user_id
 ON CONFLICT (user_id) DO UPDATE SET
     period_start = excluded.period_start,
