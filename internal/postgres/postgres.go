@@ -41,6 +41,10 @@ func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error
 	}
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32)))
+	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+		registerUUID(conn)
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening pool: %w", err)

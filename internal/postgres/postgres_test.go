@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
@@ -55,5 +57,27 @@ func TestUnavailableWhenServerUnreachable(t *testing.T) {
 	_, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
 	if !postgres.IsUnavailable(err) {
 		t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestOpenSendsUUIDs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := postgres.OpenConns(ctx, postgrestest.NewDatabase(t), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if got := pool.Config().MaxConns; got < 3 {
+		t.Errorf("MaxConns = %d, want at least 3", got)
+	}
+	ids := []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:user_1")), uuid.Nil}
+	var one, many string
+	if err := pool.QueryRow(ctx, "SELECT $1::uuid::text, $2::uuid[]::text", ids[0], ids).Scan(&one, &many); err != nil {
+		t.Fatal(err)
+	}
+	want := "{" + ids[0].String() + "," + ids[1].String() + "}"
+	if one != ids[0].String() || many != want {
+		t.Errorf("sent %v, Postgres read %s and %s", ids, one, many)
 	}
 }
