@@ -205,6 +205,9 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 		// backstop for messages that never reach a verdict (a worker killed on them every time).
 		// Reaching it raises the advisory that watchMaxDeliveries turns into a dead letter.
 		MaxDeliver: 2 * cfg.MaxAttempts,
+		// A worker holds up to BatchSize x Parallelism messages at once (JetStream's default of
+		// 1,000 stalled fetches of 4 x 256 for a second each); room for four such workers.
+		MaxAckPending: max(1000, 4*cfg.BatchSize*cfg.Parallelism),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating consumer %s: %w", cfg.Consumer, err)
