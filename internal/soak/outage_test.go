@@ -45,7 +45,9 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	})
 	waitStatus(t, workerURL+"/readyz", http.StatusOK)
 
-	h := clerkgen.NewHistory(clerkgen.DefaultHistoryOptions(uint64(time.Now().UnixNano()), 60))
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("history seed %d", seed)
+	h := clerkgen.NewHistory(clerkgen.DefaultHistoryOptions(seed, 60))
 	want, err := expected(h)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +118,9 @@ func TestNATSOutageAnswers503(t *testing.T) {
 	})
 	waitStatus(t, ingestURL+"/readyz", http.StatusOK)
 
-	o := clerkgen.DefaultHistoryOptions(uint64(time.Now().UnixNano()), 40)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("history seed %d", seed)
+	o := clerkgen.DefaultHistoryOptions(seed, 40)
 	o.ResendRatio = 0.2
 	h := clerkgen.NewHistory(o)
 	third := len(h.Events) / 3

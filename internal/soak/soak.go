@@ -1,14 +1,16 @@
-// Package soak is the crash soak: it runs the built ingest and worker binaries against a NATS
-// server process (sync_interval: always) and a private Postgres cluster, sends a seeded Clerk
-// history as signed webhooks, retrying every non-2xx like Svix, while it SIGKILLs the worker,
-// the ingest and NATS and crashes Postgres (an immediate shutdown) over and over. Then it
-// checks the promises: every webhook eventually answered 2xx, none lost, none applied twice,
-// the projection equal to the history's final state, nothing left pending. It is a test
+// Package soak is the crash soak: it runs the built ingest, worker and api binaries against a
+// NATS server process (sync_interval: always) and a private Postgres cluster, sends a seeded
+// Clerk history as signed webhooks, retrying every non-2xx like Svix, while it SIGKILLs the
+// worker, the ingest and NATS and crashes Postgres (an immediate shutdown) over and over. Then
+// it checks the promises: every webhook eventually answered 2xx, none lost, none applied twice,
+// the projection (and GET /auth/me) equal to the history's final state, nothing left pending.
+// It is a test
 // harness: the services must not import it, and it must never be pointed at real data.
 package soak
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +33,7 @@ import (
 
 	"github.com/clerksync/clerksync/internal/clerkgen"
 	"github.com/clerksync/clerksync/internal/event"
+	"github.com/clerksync/clerksync/internal/loadgen"
 	"github.com/clerksync/clerksync/internal/pgcluster"
 )
 
@@ -97,6 +100,7 @@ type Result struct {
 	AppliedTwice  int // ledger rows beyond distinct svix-ids, and ledger rows for ids never sent
 	RowDiffs      map[string]int
 	DeadLetters   int
+	APIDiffs      int // users whose GET /auth/me disagrees with their final state
 	Pending       int // the consumer's pending plus ack-pending messages at the end
 	Elapsed       time.Duration
 	DrainDuration time.Duration
@@ -119,6 +123,7 @@ func (r Result) Err() error {
 		check(r.RowDiffs[name] == 0, "%d %s rows differ from the reference", r.RowDiffs[name], name)
 	}
 	check(r.DeadLetters == 0, "%d dead letters", r.DeadLetters)
+	check(r.APIDiffs == 0, "%d users answered wrong by GET /auth/me", r.APIDiffs)
 	check(r.Pending == 0, "%d messages still pending on the consumer", r.Pending)
 	return errors.Join(errs...)
 }
@@ -135,12 +140,12 @@ func (r Result) String() string {
 	}
 	return fmt.Sprintf("soak %s: webhooks=%d distinct=%d 2xx=%d retries=%d (503=%d 4xx=%d) "+
 		"kills: worker=%d ingest=%d nats=%d postgres=%d | lost=%d stored_twice=%d applied_twice=%d "+
-		"row_diffs=%d (users=%d subscriptions=%d usage_metrics=%d) dead_letters=%d pending=%d | "+
+		"row_diffs=%d (users=%d subscriptions=%d usage_metrics=%d) dead_letters=%d pending=%d api_diffs=%d | "+
 		"stream=%d ledger=%d drain=%s elapsed=%s",
 		verdict, r.Webhooks, r.Distinct, r.Accepted, r.Retries, r.Status503, r.Rejected,
 		r.Kills["worker"], r.Kills["ingest"], r.Kills["nats"], r.Kills["postgres"],
 		r.Lost, r.StoredTwice, r.AppliedTwice, diffs, r.RowDiffs["users"], r.RowDiffs["subscriptions"],
-		r.RowDiffs["usage_metrics"], r.DeadLetters, r.Pending, r.StreamMsgs, r.LedgerRows,
+		r.RowDiffs["usage_metrics"], r.DeadLetters, r.Pending, r.APIDiffs, r.StreamMsgs, r.LedgerRows,
 		r.DrainDuration.Round(time.Millisecond), r.Elapsed.Round(time.Second))
 }
 
@@ -173,30 +178,37 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	say("working in %s", dir)
 
 	bin := filepath.Join(dir, "bin")
-	say("building ingest, worker and soak")
+	say("building ingest, worker, api and soak")
 	if err := build(ctx, bin); err != nil {
 		return Result{}, err
 	}
 
-	say("starting postgres, nats, ingest and worker")
+	say("starting postgres, nats, ingest, worker and api")
 	pg, err := startPostgres(ctx, filepath.Join(dir, "pg"))
 	if err != nil {
 		return Result{}, err
 	}
 	defer pg.stop()
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return Result{}, err
 	}
 	natsURL := "nats://127.0.0.1:" + strconv.Itoa(ports[0])
 	ingestURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	workerURL := "http://127.0.0.1:" + strconv.Itoa(ports[2])
+	apiURL := "http://127.0.0.1:" + strconv.Itoa(ports[3])
 	secret := clerkgen.NewSecret()
+	minter, err := loadgen.NewMinter("", "")
+	if err != nil {
+		return Result{}, fmt.Errorf("soak: %w", err)
+	}
 	env := append(os.Environ(),
 		"NATS_URL="+natsURL,
 		"DATABASE_URL="+pg.url(),
 		"INGEST_ADDR=127.0.0.1:"+strconv.Itoa(ports[1]),
 		"WORKER_ADDR=127.0.0.1:"+strconv.Itoa(ports[2]),
+		"API_ADDR=127.0.0.1:"+strconv.Itoa(ports[3]),
+		"CLERK_JWT_KEY="+minter.PublicPEM(),
 		"CLERK_WEBHOOK_SECRET="+secret,
 		"PUBLISH_TIMEOUT=2s",
 		"WORKER_ACK_WAIT=5s", // a killed worker's messages come back in 5 s, not 30
@@ -212,12 +224,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			args: []string{"nats", "-store", filepath.Join(dir, "nats"), "-port", strconv.Itoa(ports[0])}},
 		"ingest": {name: "ingest", path: filepath.Join(bin, "ingest"), env: env, log: logs},
 		"worker": {name: "worker", path: filepath.Join(bin, "worker"), env: env, log: logs},
+		"api":    {name: "api", path: filepath.Join(bin, "api"), env: env, log: logs},
 	}
 
 	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServices()
 	var services errgroup.Group
-	for _, name := range []string{"nats", "ingest", "worker"} {
+	for _, name := range []string{"nats", "ingest", "worker", "api"} {
 		p := procs[name]
 		services.Go(func() error { return p.supervise(svcCtx) })
 	}
@@ -226,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return services.Wait()
 	}
 	defer func() { _ = stopAll() }()
-	for _, u := range []string{ingestURL + "/readyz", workerURL + "/readyz"} {
+	for _, u := range []string{ingestURL + "/readyz", workerURL + "/readyz", apiURL + "/readyz"} {
 		if err := waitOK(ctx, u, time.Minute); err != nil {
 			return Result{}, err
 		}
@@ -249,8 +262,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		ids[e.ID] = true
 	}
 	res.Distinct = len(ids)
-	say("sending %d webhooks (%d distinct) for %d users over %s; faults: worker %v, ingest %v, nats %v, postgres %v",
-		res.Webhooks, res.Distinct, cfg.Users, cfg.Duration, cfg.KillWorker, cfg.KillIngest, cfg.KillNATS, cfg.CrashPostgres)
+	say("sending %d webhooks (%d distinct) for %d users (seed %d) over %s; faults: worker %v, ingest %v, nats %v, postgres %v",
+		res.Webhooks, res.Distinct, cfg.Users, cfg.Seed, cfg.Duration, cfg.KillWorker, cfg.KillIngest, cfg.KillNATS, cfg.CrashPostgres)
 
 	// Faults strike while the webhooks are sent, and stop with the last 2xx.
 	faultCtx, stopFaults := context.WithCancel(ctx)
@@ -290,6 +303,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.DrainDuration = time.Since(drained)
+	if res.APIDiffs, err = checkAPI(ctx, apiURL, minter, h.Users, out); err != nil {
+		return res, err
+	}
 	if err := stopAll(); err != nil {
 		say("stopping the services: %v", err)
 	}
@@ -329,6 +345,7 @@ func build(ctx context.Context, dir string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator),
 		"github.com/clerksync/clerksync/cmd/ingest",
 		"github.com/clerksync/clerksync/cmd/worker",
+		"github.com/clerksync/clerksync/cmd/api",
 		"github.com/clerksync/clerksync/cmd/soak")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("soak: building: %w\n%s", err, out)
@@ -687,4 +704,58 @@ func (f Fault) String() string {
 		s += fmt.Sprintf(" (%d×)", f.Count)
 	}
 	return strings.ReplaceAll(s, "m0s", "m")
+}
+
+// checkAPI asks GET /auth/me, as each user, for every user of the history: a live user's
+// email and Clerk updated_at, a deleted one's 404 user_deleted. It returns how many disagree.
+func checkAPI(ctx context.Context, apiURL string, minter *loadgen.Minter, users []clerkgen.UserState, out io.Writer) (int, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var mu sync.Mutex
+	diffs := 0
+	var g errgroup.Group
+	g.SetLimit(8)
+	for _, u := range users {
+		g.Go(func() error {
+			token, err := minter.Mint(u.User.ID, time.Now(), time.Hour)
+			if err != nil {
+				return fmt.Errorf("soak: %w", err)
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/auth/me", nil)
+			if err != nil {
+				return fmt.Errorf("soak: %w", err)
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := client.Do(req)
+			if err != nil {
+				return fmt.Errorf("soak: GET /auth/me: %w", err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Email     *string    `json:"email"`
+				UpdatedAt *time.Time `json:"updated_at"`
+				Error     struct{ Code string }
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				return fmt.Errorf("soak: GET /auth/me: %w", err)
+			}
+			var ok bool
+			if u.Deleted {
+				ok = resp.StatusCode == http.StatusNotFound && body.Error.Code == "user_deleted"
+			} else {
+				ok = resp.StatusCode == http.StatusOK && body.Email != nil && *body.Email == u.User.Email &&
+					body.UpdatedAt != nil && body.UpdatedAt.Equal(u.User.UpdatedAt)
+			}
+			if !ok {
+				mu.Lock()
+				diffs++
+				if diffs <= 5 {
+					fmt.Fprintf(out, "soak: GET /auth/me as %s (deleted %v): %d %+v\n", u.User.ID, u.Deleted, resp.StatusCode, body)
+				}
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	return diffs, g.Wait()
 }
