@@ -76,7 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, res)
+	if _, err := fmt.Fprintln(stdout, res); err != nil {
+		return err
+	}
 	return res.Err()
 }
 

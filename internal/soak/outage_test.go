@@ -253,7 +253,7 @@ func waitStatus(t *testing.T, url string, want int) {
 			last = err.Error()
 			continue
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode == want {
 			return
 		}

@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	say := func(format string, args ...any) { fmt.Fprintf(out, "soak: "+format+"\n", args...) }
+	say := func(format string, args ...any) { _, _ = fmt.Fprintf(out, "soak: "+format+"\n", args...) }
 
 	dir := cfg.WorkDir
 	var err error
@@ -218,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("soak: %w", err)
 	}
-	defer logs.Close()
+	defer func() { _ = logs.Close() }()
 	procs := map[string]*proc{
 		"nats": {name: "nats", path: filepath.Join(bin, "soak"), env: env, log: logs,
 			args: []string{"nats", "-store", filepath.Join(dir, "nats"), "-port", strconv.Itoa(ports[0])}},
@@ -470,7 +470,7 @@ func measure(ctx context.Context, res *Result, cfg Config, natsURL, dbURL string
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 
 	// Drained: nothing pending on the consumer and a ledger row for every accepted id.
 	deadline := time.Now().Add(cfg.Drain)
@@ -483,7 +483,7 @@ func measure(ctx context.Context, res *Result, cfg Config, natsURL, dbURL string
 			break
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintf(out, "soak: not drained after %s: pending %d (%v), ledger %d of %d (%v)\n", cfg.Drain, pending, perr, ledger, len(accepted), lerr)
+			_, _ = fmt.Fprintf(out, "soak: not drained after %s: pending %d (%v), ledger %d of %d (%v)\n", cfg.Drain, pending, perr, ledger, len(accepted), lerr)
 			break
 		}
 		select {
@@ -538,7 +538,7 @@ func measure(ctx context.Context, res *Result, cfg Config, natsURL, dbURL string
 	var examples []string
 	res.RowDiffs, examples = diff(want, got, 5)
 	for _, e := range examples {
-		fmt.Fprintln(out, "soak: difference:", e)
+		_, _ = fmt.Fprintln(out, "soak: difference:", e)
 	}
 	return nil
 }
@@ -581,7 +581,7 @@ func waitOK(ctx context.Context, url string, within time.Duration) error {
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
@@ -610,7 +610,7 @@ func freePorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
-			ln.Close()
+			_ = ln.Close()
 		}
 	}()
 	for range n {
@@ -730,7 +730,7 @@ func checkAPI(ctx context.Context, apiURL string, minter *loadgen.Minter, users 
 			if err != nil {
 				return fmt.Errorf("soak: GET /auth/me: %w", err)
 			}
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			var body struct {
 				Email     *string    `json:"email"`
 				UpdatedAt *time.Time `json:"updated_at"`
@@ -750,7 +750,7 @@ func checkAPI(ctx context.Context, apiURL string, minter *loadgen.Minter, users 
 				mu.Lock()
 				diffs++
 				if diffs <= 5 {
-					fmt.Fprintf(out, "soak: GET /auth/me as %s (deleted %v): %d %+v\n", u.User.ID, u.Deleted, resp.StatusCode, body)
+					_, _ = fmt.Fprintf(out, "soak: GET /auth/me as %s (deleted %v): %d %+v\n", u.User.ID, u.Deleted, resp.StatusCode, body)
 				}
 				mu.Unlock()
 			}
