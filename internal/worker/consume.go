@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -137,11 +138,11 @@ type decodeResult struct {
 	poison     error // can never apply
 }
 
-// decodeAll decodes msgs on up to Parallelism goroutines: parsing is CPU work that would
-// otherwise leave Postgres idle.
+// decodeAll decodes msgs on every CPU: parsing JSON is most of the worker's own CPU time, and
+// Postgres waits for it.
 func (c *consumer) decodeAll(msgs []jetstream.Msg) []decodeResult {
 	results := make([]decodeResult, len(msgs))
-	size := (len(msgs) + c.cfg.Parallelism - 1) / c.cfg.Parallelism
+	size := max(64, (len(msgs)+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for lo := 0; lo < len(msgs); lo += size {
 		hi := min(lo+size, len(msgs))
