@@ -55,25 +55,23 @@ func start(t *testing.T) stack {
 	s.queries = dbsqlc.New(pool)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 3)
-	running := 0
-	t.Cleanup(func() {
-		cancel()
-		for range running {
-			if err := <-done; err != nil {
-				t.Errorf("service stopped with %v", err)
-			}
-		}
-	})
+	t.Cleanup(cancel)
 	serve := func(run func(net.Listener) error) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		running++
+		done := make(chan error, 1)
 		go func() { done <- run(ln) }()
+		// Registered after cancel, so it runs first: the service is stopped and waited for.
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("service stopped with %v", err)
+			}
+		})
 		base := "http://" + ln.Addr().String()
-		waitReady(t, base)
+		waitReady(t, base, done)
 		return base
 	}
 	// ingest first: it creates the stream the worker consumes.
@@ -85,7 +83,7 @@ func start(t *testing.T) stack {
 	})
 	serve(func(ln net.Listener) error {
 		return worker.Run(ctx, worker.Config{
-			NATSURL: natsURL, DatabaseURL: dbURL, Consumer: "clerk-users", BatchSize: 256,
+			NATSURL: natsURL, DatabaseURL: dbURL, Consumer: "clerk-users", BatchSize: 256, Parallelism: 2,
 			MaxAttempts: 20, AckWait: 30 * time.Second, FetchWait: 100 * time.Millisecond,
 			RetryDelay: time.Second, RetryMaxDelay: time.Minute,
 		}, logger, ln)
@@ -99,10 +97,18 @@ func start(t *testing.T) stack {
 	return s
 }
 
-func waitReady(t *testing.T, base string) {
+// waitReady polls base/readyz until it answers 200, failing at once when the service stops
+// (done yields its error) rather than waiting out the deadline.
+func waitReady(t *testing.T, base string, done chan error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		select {
+		case err := <-done:
+			done <- err // for the cleanup that waits on it
+			t.Fatalf("%s stopped before it was ready: %v", base, err)
+		default:
+		}
 		resp, err := http.Get(base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
