@@ -172,7 +172,7 @@ func (c *command) all(ctx context.Context, args []string) error {
 	upsertP := c.fs.String("upsert-p", joinInts(d.UpsertParallel), "parallelisms of the upsert baseline, comma-separated")
 	n := c.fs.Int("n", d.N, "webhooks per publish and ingest stage")
 	syncMode := c.fs.String("sync", d.Sync, "NATS flush policy to measure ingest under: always, default or both")
-	workerP := c.fs.Int("worker-parallelism", d.WorkerParallel, "the worker's parallelism: the upsert baseline it is compared with")
+	workerP := c.fs.Int("worker-parallelism", 0, "the worker's WORKER_PARALLELISM, at which the upsert baseline runs too (0: the environment's, else the worker's default)")
 	e2eRate := c.fs.Float64("e2e-rate", d.E2ERate, "webhooks per second offered in the paced end-to-end stage")
 	e2eDur := c.fs.Duration("e2e-d", d.E2EDuration, "length of the paced end-to-end stage")
 	apiC := c.fs.Int("api-c", d.APIClients, "clients of the api stages")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/service"
+	"github.com/clerksync/clerksync/internal/worker"
 )
 
 // AllOptions configures All. Zero fields take the defaults of DefaultAllOptions.
@@ -33,8 +36,9 @@ type AllOptions struct {
 	// Batch > 1 adds, under sync always, a publish baseline in atomic batches of that size:
 	// what grouping concurrent webhooks into one flush could give ingest. Negative: none.
 	Batch int
-	// UpsertParallel are the parallelisms of the upsert baseline; WorkerParallel is the one the
-	// worker's drain is compared with (the worker's own parallelism).
+	// UpsertParallel are the parallelisms of the upsert baseline. WorkerParallel is the worker's
+	// WORKER_PARALLELISM (0: the environment's, else the worker's default); the upsert baseline
+	// always runs at it too, since that is the one the worker's drain is compared with.
 	UpsertParallel []int
 	WorkerParallel int
 	BatchSize      int // the worker's WORKER_BATCH_SIZE
@@ -63,8 +67,7 @@ func DefaultAllOptions() AllOptions {
 		Batch:          16,
 		Clients:        []int{32, 64},
 		Sync:           "both",
-		UpsertParallel: []int{1, 4},
-		WorkerParallel: 1,
+		UpsertParallel: []int{1},
 		BatchSize:      256,
 		E2ERate:        500,
 		E2EDuration:    10 * time.Second,
@@ -95,7 +98,13 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 		o.UpsertParallel = d.UpsertParallel
 	}
 	o.Sync = or(o.Sync, d.Sync)
-	o.WorkerParallel, o.BatchSize = or(o.WorkerParallel, d.WorkerParallel), or(o.BatchSize, d.BatchSize)
+	o.BatchSize = or(o.BatchSize, d.BatchSize)
+	if o.WorkerParallel, o.Stack.Getenv, err = workerParallelism(o.WorkerParallel, o.Stack.Getenv); err != nil {
+		return rep, err
+	}
+	if !slices.Contains(o.UpsertParallel, o.WorkerParallel) {
+		o.UpsertParallel = append(slices.Clone(o.UpsertParallel), o.WorkerParallel)
+	}
 	o.E2ERate, o.E2EDuration, o.E2EClients = or(o.E2ERate, d.E2ERate), or(o.E2EDuration, d.E2EDuration), or(o.E2EClients, d.E2EClients)
 	o.APIClients, o.APIDuration, o.APIUsers = or(o.APIClients, d.APIClients), or(o.APIDuration, d.APIDuration), or(o.APIUsers, d.APIUsers)
 	o.Seed = or(o.Seed, seedNow())
@@ -295,6 +304,29 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 	}
 	p.Stage("stopping the stack", 0)
 	return rep, nil
+}
+
+// workerParallelism returns the parallelism the worker will run with and the environment that
+// gives it: par as WORKER_PARALLELISM when it is set, else whatever getenv (or the worker's
+// default) says.
+func workerParallelism(par int, getenv func(string) string) (int, func(string) string, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if par > 0 {
+		inner := getenv
+		getenv = func(k string) string {
+			if k == "WORKER_PARALLELISM" {
+				return strconv.Itoa(par)
+			}
+			return inner(k)
+		}
+	}
+	cfg, err := service.ParseEnv[worker.Config](getenv)
+	if err != nil {
+		return 0, nil, fmt.Errorf("worker %w", err)
+	}
+	return cfg.Parallelism, getenv, nil
 }
 
 // warmup is the number of unmeasured webhooks sent before a stage of c clients.

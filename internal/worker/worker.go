@@ -37,7 +37,7 @@ type Config struct {
 	BatchSize int    `env:"WORKER_BATCH_SIZE" envDefault:"256"`
 	// Parallelism is how many batches the worker applies at once, each in its own transaction on
 	// its own connection, with users partitioned between them.
-	Parallelism int `env:"WORKER_PARALLELISM" envDefault:"2"`
+	Parallelism int `env:"WORKER_PARALLELISM" envDefault:"4"`
 	// MaxAttempts is how many deliveries a message that fails with Postgres reachable gets before
 	// it is parked in dead_letters.
 	MaxAttempts int `env:"WORKER_MAX_ATTEMPTS" envDefault:"20"`
