@@ -102,12 +102,10 @@ func (wh *webhooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wh.refuse(w, r, route, err)
 		return
 	}
-	code := "stored"
 	if a.Duplicate {
-		code = "duplicate"
 		wh.metrics.duplicates.Inc()
 	}
-	wh.metrics.requests.WithLabelValues(route, "200", code).Inc()
+	wh.metrics.stored(route, a.Duplicate)
 	service.WriteJSON(w, http.StatusOK, a)
 }
 
@@ -126,7 +124,7 @@ func (wh *webhooks) accept(w http.ResponseWriter, r *http.Request) (ack, error) 
 	if err != nil {
 		return ack{}, err
 	}
-	wh.metrics.secretMatches.WithLabelValues(strconv.Itoa(secret)).Inc()
+	wh.metrics.secretMatched[secret].Inc()
 
 	// Only now, with the bytes proven to come from Clerk, is the body parsed.
 	env, err := clerk.ParseEnvelope(body)

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,18 @@ type metrics struct {
 	secretMatches *prometheus.CounterVec
 	// duplicates counts webhooks JetStream already had (same svix-id).
 	duplicates prometheus.Counter
+
+	// The children every stored webhook touches, looked up once rather than per request (a
+	// lookup hashes the label values under a lock). A lazy child appears in /metrics at its first
+	// use, as it would through WithLabelValues.
+	secretMatched []prometheus.Counter
+	publishOK     func() prometheus.Observer
+	answered      map[string]routeCounters // by route pattern
+}
+
+// routeCounters are a webhook route's 200s, stored and duplicate.
+type routeCounters struct {
+	stored, duplicate func() prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, secrets int) *metrics {
@@ -44,15 +57,40 @@ func newMetrics(reg prometheus.Registerer, secrets int) *metrics {
 	reg.MustRegister(m.requests, m.publish, m.secretMatches, m.duplicates)
 	// Every secret shows up from the start, at zero until it matches.
 	for i := range secrets {
-		m.secretMatches.WithLabelValues(strconv.Itoa(i))
+		m.secretMatched = append(m.secretMatched, m.secretMatches.WithLabelValues(strconv.Itoa(i)))
+	}
+	m.publishOK = sync.OnceValue(func() prometheus.Observer { return m.publish.WithLabelValues("ok") })
+	m.answered = make(map[string]routeCounters)
+	for _, route := range [...]string{routeWebhooks, routeWebhooksAlias} {
+		m.answered[route] = routeCounters{
+			stored:    sync.OnceValue(func() prometheus.Counter { return m.requests.WithLabelValues(route, "200", "stored") }),
+			duplicate: sync.OnceValue(func() prometheus.Counter { return m.requests.WithLabelValues(route, "200", "duplicate") }),
+		}
 	}
 	return m
 }
 
 func (m *metrics) observePublish(d time.Duration, err error) {
-	result := "ok"
 	if err != nil {
-		result = "error"
+		m.publish.WithLabelValues("error").Observe(d.Seconds())
+		return
 	}
-	m.publish.WithLabelValues(result).Observe(d.Seconds())
+	m.publishOK().Observe(d.Seconds())
+}
+
+// stored counts a 200 on route.
+func (m *metrics) stored(route string, duplicate bool) {
+	rc, ok := m.answered[route]
+	switch {
+	case !ok: // not a webhook route: cannot happen, but a count must not be lost
+		code := "stored"
+		if duplicate {
+			code = "duplicate"
+		}
+		m.requests.WithLabelValues(route, "200", code).Inc()
+	case duplicate:
+		rc.duplicate().Inc()
+	default:
+		rc.stored().Inc()
+	}
 }
