@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/clerksync/clerksync/internal/session"
 )
@@ -34,7 +34,7 @@ func sessionToken(r *http.Request) (string, bool) {
 // requireSession lets a request through only with a valid session token, and puts its claims
 // in the context. Nothing before it touches the database.
 func (s *server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c *echo.Context) error {
 		token, ok := sessionToken(c.Request())
 		if !ok {
 			s.metrics.authFailures.WithLabelValues(reasonMissingToken).Inc()
@@ -56,7 +56,7 @@ func (s *server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // sessionClaims returns the claims requireSession verified.
-func sessionClaims(c echo.Context) *session.Claims {
+func sessionClaims(c *echo.Context) *session.Claims {
 	claims, _ := c.Get(claimsKey).(*session.Claims)
 	return claims
 }

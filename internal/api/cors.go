@@ -4,8 +4,8 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
+	"github.com/labstack/echo/v5"
+	"github.com/labstack/echo/v5/middleware"
 )
 
 // corsMiddleware lets the listed origins call the api from a browser, with credentials (the
@@ -29,8 +29,11 @@ func corsMiddleware(origins []string) echo.MiddlewareFunc {
 	}
 	// Exact matches only: echo's own matching also treats entries as wildcard patterns.
 	cfg.AllowCredentials = true
-	cfg.AllowOriginFunc = func(origin string) (bool, error) {
-		return slices.Contains(origins, origin), nil
+	cfg.UnsafeAllowOriginFunc = func(_ *echo.Context, origin string) (string, bool, error) {
+		if slices.Contains(origins, origin) {
+			return origin, true, nil
+		}
+		return "", false, nil
 	}
 	return middleware.CORSWithConfig(cfg)
 }

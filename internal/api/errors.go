@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/clerksync/clerksync/internal/service"
 )
@@ -80,8 +80,8 @@ func (e *apiError) withCause(cause error) *apiError {
 
 // handleError is echo's HTTPErrorHandler: the one place an error becomes a status, a code and
 // the contract's JSON body. A cause is logged, never sent.
-func (s *server) handleError(err error, c echo.Context) {
-	if c.Response().Committed {
+func (s *server) handleError(c *echo.Context, err error) {
+	if r, _ := echo.UnwrapResponse(c.Response()); r != nil && r.Committed {
 		return
 	}
 	ae, ok := errors.AsType[*apiError](err)
@@ -99,27 +99,29 @@ func (s *server) handleError(err error, c echo.Context) {
 }
 
 // fromEcho maps echo's own errors (no route, wrong method) and anything unexpected.
-func (s *server) fromEcho(err error, c echo.Context) *apiError {
-	he, ok := errors.AsType[*echo.HTTPError](err)
-	if !ok {
+func (s *server) fromEcho(err error, c *echo.Context) *apiError {
+	// echo v5's own errors (ErrNotFound, ErrMethodNotAllowed) are not *echo.HTTPError: ask for the
+	// status instead.
+	code := echo.StatusCode(err)
+	if code == 0 {
 		return errInternal.withCause(err)
 	}
-	switch he.Code {
+	switch code {
 	case http.StatusNotFound:
 		return errNotFound
 	case http.StatusMethodNotAllowed:
 		return errMethodNotAllowed // echo has set Allow
 	}
-	if he.Code >= 500 {
+	if code >= 500 {
 		return errInternal.withCause(err)
 	}
 	// Other 4xx from echo (none of our routes produce them today): the status text as the code.
-	text := http.StatusText(he.Code)
+	text := http.StatusText(code)
 	if text == "" {
-		text = "Error " + strconv.Itoa(he.Code)
+		text = "Error " + strconv.Itoa(code)
 	}
 	return &apiError{
-		status:  he.Code,
+		status:  code,
 		code:    strings.ReplaceAll(strings.ToLower(text), " ", "_"),
 		message: strings.ToLower(text),
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clerksync/clerksync/internal/service"
@@ -39,7 +39,7 @@ func FuzzSessionAuth(f *testing.F) {
 	e := echo.New()
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.observe)
-	e.GET("/", func(c echo.Context) error {
+	e.GET("/", func(c *echo.Context) error {
 		return c.String(http.StatusOK, sessionClaims(c).UserID())
 	}, s.requireSession)
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
@@ -43,7 +43,7 @@ type usageResponse struct {
 }
 
 // me answers GET /auth/me: the caller's user, subscription and usage, in one query.
-func (s *server) me(c echo.Context) error {
+func (s *server) me(c *echo.Context) error {
 	row, err := s.queries.GetMe(c.Request().Context(), sessionClaims(c).UserID())
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 )
 
 const loggerKey = "clerksync.logger"
@@ -19,7 +19,7 @@ const loggerKey = "clerksync.logger"
 // request. The log line holds the path without its query (Clerk's handshake puts tokens there)
 // and never a header or cookie.
 func (s *server) observe(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c *echo.Context) error {
 		start := time.Now()
 		req := c.Request()
 		id := req.Header.Get(echo.HeaderXRequestID)
@@ -31,14 +31,17 @@ func (s *server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(loggerKey, logger)
 
 		if err := callRecovering(next, c); err != nil {
-			c.Error(err)
+			s.handleError(c, err)
 		}
 
 		route := c.Path()
 		if !s.known[route] {
 			route = "unmatched" // raw paths would make metric labels unbounded
 		}
-		status := c.Response().Status
+		status := http.StatusOK
+		if r, _ := echo.UnwrapResponse(c.Response()); r != nil {
+			status = r.Status
+		}
 		elapsed := time.Since(start)
 		s.metrics.requests.WithLabelValues(route, methodLabel(req.Method), strconv.Itoa(status)).Inc()
 		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
@@ -67,7 +70,7 @@ func (s *server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // callRecovering calls next, turning a panic into an error (http.ErrAbortHandler still aborts).
-func callRecovering(next echo.HandlerFunc, c echo.Context) (err error) {
+func callRecovering(next echo.HandlerFunc, c *echo.Context) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if r == http.ErrAbortHandler {
@@ -80,7 +83,7 @@ func callRecovering(next echo.HandlerFunc, c echo.Context) (err error) {
 }
 
 // requestLogger is the logger carrying the request's id.
-func (s *server) requestLogger(c echo.Context) *slog.Logger {
+func (s *server) requestLogger(c *echo.Context) *slog.Logger {
 	if l, ok := c.Get(loggerKey).(*slog.Logger); ok {
 		return l
 	}

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clerksync/clerksync/internal/postgres"
@@ -35,15 +35,15 @@ type server struct {
 // newHandler builds the echo instance: middleware, error mapping and routes.
 func newHandler(d deps) *echo.Echo {
 	s := &server{deps: d, queries: dbsqlc.New(d.pool), known: make(map[string]bool)}
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = s.handleError
+	// echo's own lines (few: a response written twice) go through our logger, so they follow
+	// LOG_FORMAT. service.Serve runs the server, so echo has no banner to print.
+	e := echo.NewWithConfig(echo.Config{Logger: d.logger, HTTPErrorHandler: s.handleError})
 	e.Use(s.observe)
 	if cors := corsMiddleware(d.corsOrigins); cors != nil {
 		e.Use(cors)
 	}
 	s.routes(e)
-	for _, r := range e.Routes() {
+	for _, r := range e.Router().Routes() {
 		s.known[r.Path] = true
 	}
 	return e

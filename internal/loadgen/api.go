@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/service"
@@ -209,9 +209,8 @@ func StartAPIBaseline(ctx context.Context, databaseURL string, pub *rsa.PublicKe
 	parser := jwt.NewParser(opts...)
 	keyfunc := func(*jwt.Token) (any, error) { return pub, nil }
 
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.GET("/auth/me", func(c echo.Context) error {
+	e := echo.NewWithConfig(echo.Config{Logger: logger})
+	e.GET("/auth/me", func(c *echo.Context) error {
 		token, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
 		if !ok {
 			service.WriteError(c.Response(), http.StatusUnauthorized, "missing_token", "no token")
