@@ -981,16 +981,18 @@ func firstLine(b []byte) string {
 
 // TestFlood: about 1,000 invalid webhooks a second (forged signatures, stale timestamps, missing
 // headers, wrong methods, bodies over the limit) while valid ones arrive at 20 a second: every
-// valid one is answered 200 and stored, and the p99 of their latency stays under 1 s, the issue's
-// bound. The flood lasts 5 s so that make test runs it; CLERKSYNC_FLOOD=30s runs the full
-// 30 s. The log holds the rate the flood reached (a loaded machine floods less: requests found no
+// valid one is answered 200 and stored. The flood lasts 5 s so that make test runs it, and there
+// the p99 of the valid deliveries is only logged: make test never asserts a timing (the machine is
+// shared; under the race detector on 2 loaded cores it measured 0.26–0.80 s). CLERKSYNC_FLOOD=30s
+// runs the full 30 s and then also holds the p99 to the bound of 1 s. The log holds the rate the flood reached (a loaded machine floods less: requests found no
 // idle sender are dropped, not queued), the valid deliveries' latency before the flood and during
 // it, and JetStream's share of it, so a slow run shows whether the flood or the machine is to
 // blame.
 func TestFlood(t *testing.T) {
 	t.Parallel()
-	duration := 5 * time.Second
+	duration, checkP99 := 5*time.Second, false
 	if v := os.Getenv("CLERKSYNC_FLOOD"); v != "" {
+		checkP99 = true
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			t.Fatalf("CLERKSYNC_FLOOD: %v", err)
@@ -1190,7 +1192,7 @@ func TestFlood(t *testing.T) {
 	t.Logf("valid deliveries before the flood: %s", summary(quiet))
 	t.Logf("valid deliveries during the flood: %s", summary(flooded))
 	t.Logf("JetStream's part: publish p99 ≤ %gs over all %d publishes", publishP99, publishes)
-	if p99 := quantile(flooded, 0.99); p99 > p99Bound {
+	if p99 := quantile(flooded, 0.99); checkP99 && p99 > p99Bound {
 		t.Errorf("p99 of valid deliveries during the flood is %s, want under %s", p99, p99Bound)
 	}
 	if n := f.msgs(t); n != uint64(stored) {
