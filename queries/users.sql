@@ -1,4 +1,6 @@
 -- name: ApplyUsers :many
+-- (The worker applies with ApplyUsersAndCompanions below, which holds these rules too; ApplyUsers,
+-- SyncSubscriptions and SyncUsageMetrics remain for internal/api's tests.)
 -- Writes at most one version per user (the worker folds each batch first, so no statement touches
 -- a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
 -- column (nullable text columns as varchar[]: see sqlc.yaml), clerk_data as the raw JSON Clerk
@@ -96,3 +98,94 @@ ON CONFLICT (user_id) DO UPDATE SET
     period_start = excluded.period_start,
     updated_at   = now()
 WHERE m.period_start IS DISTINCT FROM excluded.period_start;
+
+-- name: ApplyUsersAndCompanions :many
+-- ApplyUsers, SyncSubscriptions and SyncUsageMetrics in one statement, one round trip: the users
+-- upsert (the rules of ApplyUsers, unchanged) and, for every row it wrote, the subscription and
+-- usage row derived from it. subscription_ids are aligned with user_ids (derived by the caller so
+-- rebuilds keep them). Every part of a statement sees the same snapshot, so the companions take
+-- the users' new values from written's RETURNING and never re-read users; their "already right"
+-- checks read subscriptions and usage_metrics as they were before the statement, which is right as
+-- only this statement writes them. Locks: users in clerk_user_id order first (the companions sort
+-- all of written before inserting anything), then subscriptions and usage_metrics in user_id order.
+WITH r AS (
+    SELECT unnest(@user_ids::uuid[]) AS user_id,
+           unnest(@subscription_ids::uuid[]) AS subscription_id,
+           unnest(@clerk_user_ids::text[]) AS clerk_user_id,
+           unnest(@emails::varchar[]) AS email,
+           unnest(@usernames::varchar[]) AS username,
+           unnest(@first_names::varchar[]) AS first_name,
+           unnest(@last_names::varchar[]) AS last_name,
+           unnest(@image_urls::varchar[]) AS image_url,
+           unnest(@clerk_data::jsonb[]) AS clerk_data,
+           unnest(@clerk_created_ats::timestamptz[]) AS clerk_created_at,
+           unnest(@clerk_updated_ats::timestamptz[]) AS clerk_updated_at,
+           unnest(@version_event_ids::varchar[]) AS version_event_id,
+           unnest(@deleted_ats::timestamptz[]) AS deleted_at
+), written AS (
+    INSERT INTO users AS u (
+        user_id, clerk_user_id, email, username, first_name, last_name, image_url,
+        clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
+    SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
+           r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
+    FROM r
+    ORDER BY r.clerk_user_id COLLATE "C"
+    ON CONFLICT (clerk_user_id) DO UPDATE SET
+        email            = excluded.email,
+        username         = excluded.username,
+        first_name       = excluded.first_name,
+        last_name        = excluded.last_name,
+        image_url        = excluded.image_url,
+        clerk_data       = excluded.clerk_data,
+        clerk_created_at = excluded.clerk_created_at,
+        clerk_updated_at = excluded.clerk_updated_at,
+        version_event_id = excluded.version_event_id,
+        deleted_at       = LEAST(u.deleted_at, excluded.deleted_at),
+        updated_at       = now()
+    WHERE CASE
+        WHEN excluded.deleted_at IS NOT NULL THEN
+            u.deleted_at IS NULL
+            OR excluded.deleted_at < u.deleted_at
+            OR (@reapply::boolean AND excluded.deleted_at = u.deleted_at)
+        ELSE
+            u.deleted_at IS NULL
+            AND (u.clerk_updated_at IS NULL
+                 OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                    > (u.clerk_updated_at, u.version_event_id COLLATE "C")
+                 OR (@reapply::boolean
+                     AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                         = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
+        END
+    RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at
+), subs AS (
+    -- SyncSubscriptions' rules, from written.
+    INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
+    SELECT r.subscription_id, w.user_id,
+           CASE WHEN w.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
+           CASE WHEN w.deleted_at IS NULL THEN NULL ELSE now() END
+    FROM written w
+    JOIN r ON r.user_id = w.user_id
+    WHERE NOT EXISTS (
+        SELECT 1 FROM subscriptions x
+        WHERE x.user_id = w.user_id AND (w.deleted_at IS NULL OR x.status = 'canceled'))
+    ORDER BY w.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        status      = 'canceled',
+        canceled_at = now(),
+        updated_at  = now()
+    WHERE excluded.status = 'canceled' AND s.status <> 'canceled'
+), metrics AS (
+    -- SyncUsageMetrics' rules, from written.
+    INSERT INTO usage_metrics AS m (user_id, period_start)
+    SELECT w.user_id, w.clerk_created_at
+    FROM written w
+    WHERE NOT EXISTS (
+        SELECT 1 FROM usage_metrics x
+        WHERE x.user_id = w.user_id AND x.period_start IS NOT DISTINCT FROM w.clerk_created_at)
+    ORDER BY w.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        period_start = excluded.period_start,
+        updated_at   = now()
+    WHERE m.period_start IS DISTINCT FROM excluded.period_start
+)
+SELECT w.clerk_user_id FROM written w;

@@ -94,13 +94,14 @@ func SubscriptionID(clerkUserID string) uuid.UUID {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID+":subscription"))
 }
 
-// userRows are the users rows of a batch, one slice per column of ApplyUsers. A row is a live
-// version, or a tombstone (deleted_at set and every Clerk-derived column NULL).
-type userRows dbsqlc.ApplyUsersParams
+// userRows are the users rows of a batch, one slice per column of ApplyUsersAndCompanions. A row
+// is a live version, or a tombstone (deleted_at set and every Clerk-derived column NULL).
+type userRows dbsqlc.ApplyUsersAndCompanionsParams
 
 func (r *userRows) add(d decoded) {
 	ev := d.Event
 	r.UserIds = append(r.UserIds, UserID(ev.ClerkUserID))
+	r.SubscriptionIds = append(r.SubscriptionIds, SubscriptionID(ev.ClerkUserID))
 	r.ClerkUserIds = append(r.ClerkUserIds, ev.ClerkUserID)
 	if ev.User == nil {
 		r.Emails = append(r.Emails, nil)
@@ -210,25 +211,11 @@ func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply 
 	for _, id := range users {
 		rows.add(evs[winners[id]])
 	}
-	written, err := q.ApplyUsers(ctx, dbsqlc.ApplyUsersParams(rows))
+	// One statement writes the users rows and, for each row written, its subscription and usage
+	// row: only a written users row can change what they derive from.
+	written, err := q.ApplyUsersAndCompanions(ctx, dbsqlc.ApplyUsersAndCompanionsParams(rows))
 	if err != nil {
 		return nil, fmt.Errorf("applying users: %w", err)
-	}
-
-	// Only a written users row can change what its subscription and usage row derive from.
-	if len(written) > 0 {
-		slices.Sort(written)
-		userIDs := make([]uuid.UUID, len(written))
-		subIDs := make([]uuid.UUID, len(written))
-		for k, id := range written {
-			userIDs[k], subIDs[k] = UserID(id), SubscriptionID(id)
-		}
-		if _, err := q.SyncSubscriptions(ctx, dbsqlc.SyncSubscriptionsParams{UserIds: userIDs, SubscriptionIds: subIDs}); err != nil {
-			return nil, fmt.Errorf("syncing subscriptions: %w", err)
-		}
-		if _, err := q.SyncUsageMetrics(ctx, userIDs); err != nil {
-			return nil, fmt.Errorf("syncing usage metrics: %w", err)
-		}
 	}
 
 	wrote := make(map[string]bool, len(written))

@@ -76,6 +76,8 @@ type ApplyUsersParams struct {
 	Reapply         bool
 }
 
+// (The worker applies with ApplyUsersAndCompanions below, which holds these rules too; ApplyUsers,
+// SyncSubscriptions and SyncUsageMetrics remain for internal/api's tests.)
 // Writes at most one version per user (the worker folds each batch first, so no statement touches
 // a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
 // column (nullable text columns as varchar[]: see sqlc.yaml), clerk_data as the raw JSON Clerk
@@ -91,6 +93,150 @@ type ApplyUsersParams struct {
 func (q *Queries) ApplyUsers(ctx context.Context, arg ApplyUsersParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, applyUsers,
 		arg.UserIds,
+		arg.ClerkUserIds,
+		arg.Emails,
+		arg.Usernames,
+		arg.FirstNames,
+		arg.LastNames,
+		arg.ImageUrls,
+		arg.ClerkData,
+		arg.ClerkCreatedAts,
+		arg.ClerkUpdatedAts,
+		arg.VersionEventIds,
+		arg.DeletedAts,
+		arg.Reapply,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var clerk_user_id string
+		if err := rows.Scan(&clerk_user_id); err != nil {
+			return nil, err
+		}
+		items = append(items, clerk_user_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const applyUsersAndCompanions = `-- name: ApplyUsersAndCompanions :many
+WITH r AS (
+    SELECT unnest($1::uuid[]) AS user_id,
+           unnest($2::uuid[]) AS subscription_id,
+           unnest($3::text[]) AS clerk_user_id,
+           unnest($4::varchar[]) AS email,
+           unnest($5::varchar[]) AS username,
+           unnest($6::varchar[]) AS first_name,
+           unnest($7::varchar[]) AS last_name,
+           unnest($8::varchar[]) AS image_url,
+           unnest($9::jsonb[]) AS clerk_data,
+           unnest($10::timestamptz[]) AS clerk_created_at,
+           unnest($11::timestamptz[]) AS clerk_updated_at,
+           unnest($12::varchar[]) AS version_event_id,
+           unnest($13::timestamptz[]) AS deleted_at
+), written AS (
+    INSERT INTO users AS u (
+        user_id, clerk_user_id, email, username, first_name, last_name, image_url,
+        clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
+    SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
+           r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
+    FROM r
+    ORDER BY r.clerk_user_id COLLATE "C"
+    ON CONFLICT (clerk_user_id) DO UPDATE SET
+        email            = excluded.email,
+        username         = excluded.username,
+        first_name       = excluded.first_name,
+        last_name        = excluded.last_name,
+        image_url        = excluded.image_url,
+        clerk_data       = excluded.clerk_data,
+        clerk_created_at = excluded.clerk_created_at,
+        clerk_updated_at = excluded.clerk_updated_at,
+        version_event_id = excluded.version_event_id,
+        deleted_at       = LEAST(u.deleted_at, excluded.deleted_at),
+        updated_at       = now()
+    WHERE CASE
+        WHEN excluded.deleted_at IS NOT NULL THEN
+            u.deleted_at IS NULL
+            OR excluded.deleted_at < u.deleted_at
+            OR ($14::boolean AND excluded.deleted_at = u.deleted_at)
+        ELSE
+            u.deleted_at IS NULL
+            AND (u.clerk_updated_at IS NULL
+                 OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                    > (u.clerk_updated_at, u.version_event_id COLLATE "C")
+                 OR ($14::boolean
+                     AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                         = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
+        END
+    RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at
+), subs AS (
+    -- SyncSubscriptions' rules, from written.
+    INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
+    SELECT r.subscription_id, w.user_id,
+           CASE WHEN w.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
+           CASE WHEN w.deleted_at IS NULL THEN NULL ELSE now() END
+    FROM written w
+    JOIN r ON r.user_id = w.user_id
+    WHERE NOT EXISTS (
+        SELECT 1 FROM subscriptions x
+        WHERE x.user_id = w.user_id AND (w.deleted_at IS NULL OR x.status = 'canceled'))
+    ORDER BY w.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        status      = 'canceled',
+        canceled_at = now(),
+        updated_at  = now()
+    WHERE excluded.status = 'canceled' AND s.status <> 'canceled'
+), metrics AS (
+    -- SyncUsageMetrics' rules, from written.
+    INSERT INTO usage_metrics AS m (user_id, period_start)
+    SELECT w.user_id, w.clerk_created_at
+    FROM written w
+    WHERE NOT EXISTS (
+        SELECT 1 FROM usage_metrics x
+        WHERE x.user_id = w.user_id AND x.period_start IS NOT DISTINCT FROM w.clerk_created_at)
+    ORDER BY w.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        period_start = excluded.period_start,
+        updated_at   = now()
+    WHERE m.period_start IS DISTINCT FROM excluded.period_start
+)
+SELECT w.clerk_user_id FROM written w
+`
+
+type ApplyUsersAndCompanionsParams struct {
+	UserIds         []uuid.UUID
+	SubscriptionIds []uuid.UUID
+	ClerkUserIds    []string
+	Emails          []*string
+	Usernames       []*string
+	FirstNames      []*string
+	LastNames       []*string
+	ImageUrls       []*string
+	ClerkData       [][]byte
+	ClerkCreatedAts []pgtype.Timestamptz
+	ClerkUpdatedAts []pgtype.Timestamptz
+	VersionEventIds []*string
+	DeletedAts      []pgtype.Timestamptz
+	Reapply         bool
+}
+
+// ApplyUsers, SyncSubscriptions and SyncUsageMetrics in one statement, one round trip: the users
+// upsert (the rules of ApplyUsers, unchanged) and, for every row it wrote, the subscription and
+// usage row derived from it. subscription_ids are aligned with user_ids (derived by the caller so
+// rebuilds keep them). Every part of a statement sees the same snapshot, so the companions take
+// the users' new values from written's RETURNING and never re-read users; their "already right"
+// checks read subscriptions and usage_metrics as they were before the statement, which is right as
+// only this statement writes them. Locks: users in clerk_user_id order first (the companions sort
+// all of written before inserting anything), then subscriptions and usage_metrics in user_id order.
+func (q *Queries) ApplyUsersAndCompanions(ctx context.Context, arg ApplyUsersAndCompanionsParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, applyUsersAndCompanions,
+		arg.UserIds,
+		arg.SubscriptionIds,
 		arg.ClerkUserIds,
 		arg.Emails,
 		arg.Usernames,
