@@ -61,13 +61,53 @@ func TestApplyConverges(t *testing.T) {
 				for _, e := range history {
 					bodies[e.ID] = e.body(t)
 				}
+				// What each event's outcomes must be: counted once (applied or stale) however
+				// often it comes, at most one applied per user and batch, and the event that
+				// decides a user's final row applied.
+				counted := map[string]int{}
+				applied := map[string]bool{}
 				for _, batch := range split(r, deliveries(r, history), 8) {
-					if err := applyBatch(pool, batch, bodies, uint64(i)*100); err != nil {
+					outcomes, err := applyBatch(pool, batch, bodies, uint64(i)*100)
+					if err != nil {
 						t.Errorf("case %d (CLERKSYNC_PROPERTY_SEED=%d CLERKSYNC_PROPERTY_CASE=%d): %v", i, seed, i, err)
 						break
 					}
+					winners := map[string]int{}
+					for k, o := range outcomes {
+						switch o {
+						case outcomeApplied:
+							applied[batch[k].ID] = true
+							winners[batch[k].ClerkID]++
+							counted[batch[k].ID]++
+						case outcomeStale:
+							counted[batch[k].ID]++
+						}
+					}
+					for u, n := range winners {
+						if n > 1 {
+							t.Errorf("case %d (CLERKSYNC_PROPERTY_SEED=%d): %d events of %s applied in one batch", i, seed, n, u)
+						}
+					}
 				}
 				expected := fold(t, history)
+				for _, e := range history {
+					if counted[e.ID] != 1 {
+						t.Errorf("case %d (CLERKSYNC_PROPERTY_SEED=%d): event %s counted as applied or stale %d times, want 1", i, seed, e.ID, counted[e.ID])
+					}
+				}
+				for id, s := range expected {
+					decided := false
+					for _, e := range history {
+						if e.ClerkID == id && applied[e.ID] &&
+							(s.VersionEventID != nil && *s.VersionEventID == e.ID ||
+								s.DeletedAt != nil && e.Type == "user.deleted" && e.At.Equal(*s.DeletedAt)) {
+							decided = true
+						}
+					}
+					if !decided {
+						t.Errorf("case %d (CLERKSYNC_PROPERTY_SEED=%d): the event that decides %s was never counted as applied", i, seed, id)
+					}
+				}
 				mu.Lock()
 				for id, s := range expected {
 					want[id], caseOf[id] = s, i
@@ -101,18 +141,17 @@ func TestApplyConverges(t *testing.T) {
 }
 
 // applyBatch decodes events (their bodies by svix-id) as stream messages and applies them in
-// one transaction.
-func applyBatch(pool *pgxpool.Pool, batch []histEvent, bodies map[string][]byte, seqBase uint64) error {
+// one transaction, returning each one's outcome.
+func applyBatch(pool *pgxpool.Pool, batch []histEvent, bodies map[string][]byte, seqBase uint64) ([]outcome, error) {
 	evs := make([]decoded, len(batch))
 	for k, e := range batch {
 		d, err := decode(message{Seq: seqBase + uint64(k) + 1, Subject: "clerk." + e.Type, EventID: e.ID, Body: bodies[e.ID]})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		evs[k] = d
 	}
-	_, err := applyTx(context.Background(), pool, evs, false, nil)
-	return err
+	return applyTx(context.Background(), pool, evs, false, nil)
 }
 
 func envInt(t *testing.T, name string, def int) int {
