@@ -1,5 +1,5 @@
 -- name: ApplyUsers :many
--- (The worker applies with ApplyUsersAndCompanions below, which holds these rules too; ApplyUsers,
+-- (The worker applies with ApplyEvents below, which holds these rules too; ApplyUsers,
 -- SyncSubscriptions and SyncUsageMetrics remain for internal/api's tests.)
 -- Writes at most one version per user (the worker folds each batch first, so no statement touches
 -- a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
@@ -99,17 +99,32 @@ ON CONFLICT (user_id) DO UPDATE SET
     updated_at   = now()
 WHERE m.period_start IS DISTINCT FROM excluded.period_start;
 
--- name: ApplyUsersAndCompanions :many
--- ApplyUsers, SyncSubscriptions and SyncUsageMetrics in one statement, one round trip: the users
--- upsert (the rules of ApplyUsers, unchanged) and, for every row it wrote, the subscription and
--- usage row derived from it. subscription_ids are aligned with user_ids (derived by the caller so
--- rebuilds keep them). Every part of a statement sees the same snapshot, so the companions take
--- the users' new values from written's RETURNING and never re-read users; their "already right"
--- checks read subscriptions and usage_metrics as they were before the statement, which is right as
--- only this statement writes them. Locks: users in clerk_user_id order first (the companions sort
--- all of written before inserting anything), then subscriptions and usage_metrics in user_id order.
-WITH r AS (
-    SELECT unnest(@user_ids::uuid[]) AS user_id,
+-- name: ApplyEvents :many
+-- Applies a batch of user events in one statement, so that without an explicit transaction the
+-- batch is one round trip and one commit. The events come as one array per column, one element
+-- per distinct svix-id in svix-id order (nullable text columns as varchar[]: see sqlc.yaml;
+-- clerk_data as the raw JSON Clerk sent); a delete has deleted_at set (its timestamp) and every
+-- Clerk-derived column NULL. In order:
+--   1. fresh: the svix-ids go into the ledger, in svix-id order (the lock order every worker
+--      shares); only those not there before are applied (all of them with @reapply).
+--   2. r: the fold, one event per user: any delete beats every live version, the earliest
+--      delete (then the smaller svix-id) first; between live versions the greatest
+--      (updated_at, svix-id as bytes) wins.
+--   3. written: the users upsert with ApplyUsers' version rules, in clerk_user_id order.
+--   4. subs, metrics: for every users row written, SyncSubscriptions' and SyncUsageMetrics' rules.
+--      Every part of a statement sees the same snapshot, so they take the users' new values from
+--      written's RETURNING and never re-read users; their "already right" checks read
+--      subscriptions and usage_metrics as they were before the statement, which is right as only
+--      this statement writes them. They sort all of written before writing, so users are locked
+--      first (in clerk_user_id order), then subscriptions and usage_metrics (in user_id order).
+-- It returns one row per event it applied or folded (fresh, or all with @reapply): applied when
+-- the event won its user's fold and the users row was written; an event not returned was
+-- already in the ledger.
+WITH e AS (
+    SELECT unnest(@event_ids::text[]) AS event_id,
+           unnest(@event_types::text[]) AS event_type,
+           unnest(@stream_seqs::bigint[]) AS stream_seq,
+           unnest(@user_ids::uuid[]) AS user_id,
            unnest(@subscription_ids::uuid[]) AS subscription_id,
            unnest(@clerk_user_ids::text[]) AS clerk_user_id,
            unnest(@emails::varchar[]) AS email,
@@ -120,8 +135,26 @@ WITH r AS (
            unnest(@clerk_data::jsonb[]) AS clerk_data,
            unnest(@clerk_created_ats::timestamptz[]) AS clerk_created_at,
            unnest(@clerk_updated_ats::timestamptz[]) AS clerk_updated_at,
-           unnest(@version_event_ids::varchar[]) AS version_event_id,
            unnest(@deleted_ats::timestamptz[]) AS deleted_at
+), fresh AS (
+    INSERT INTO processed_events (event_id, event_type, clerk_user_id, stream_seq)
+    SELECT e.event_id, e.event_type, e.clerk_user_id, e.stream_seq
+    FROM e
+    ORDER BY e.event_id COLLATE "C"
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), r AS (
+    SELECT DISTINCT ON (e.clerk_user_id COLLATE "C") e.*,
+           CASE WHEN e.deleted_at IS NULL THEN e.event_id END AS version_event_id
+    FROM e
+    WHERE @reapply::boolean OR e.event_id IN (SELECT f.event_id FROM fresh f)
+    -- Per user: deletes first, the earliest first, a tie to the smaller svix-id; then live
+    -- versions, the newest first, a tie to the greater svix-id.
+    ORDER BY e.clerk_user_id COLLATE "C",
+             e.deleted_at NULLS LAST,
+             e.clerk_updated_at DESC,
+             CASE WHEN e.deleted_at IS NOT NULL THEN e.event_id END COLLATE "C",
+             e.event_id COLLATE "C" DESC
 ), written AS (
     INSERT INTO users AS u (
         user_id, clerk_user_id, email, username, first_name, last_name, image_url,
@@ -158,16 +191,17 @@ WITH r AS (
         END
     RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at
 ), subs AS (
-    -- SyncSubscriptions' rules, from written.
     INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
     SELECT r.subscription_id, w.user_id,
            CASE WHEN w.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
            CASE WHEN w.deleted_at IS NULL THEN NULL ELSE now() END
     FROM written w
     JOIN r ON r.user_id = w.user_id
-    WHERE NOT EXISTS (
-        SELECT 1 FROM subscriptions x
-        WHERE x.user_id = w.user_id AND (w.deleted_at IS NULL OR x.status = 'canceled'))
+    -- Skip what is already right (the common case: an update of a live user), so that those rows
+    -- are not even locked. A scalar subquery, not NOT EXISTS: the planner cannot turn it into a
+    -- hash join over the whole table, so each user is one index lookup whatever the statistics.
+    WHERE NOT coalesce((SELECT w.deleted_at IS NULL OR x.status = 'canceled'
+                        FROM subscriptions x WHERE x.user_id = w.user_id), false)
     ORDER BY w.user_id
     ON CONFLICT (user_id) DO UPDATE SET
         status      = 'canceled',
@@ -175,17 +209,19 @@ WITH r AS (
         updated_at  = now()
     WHERE excluded.status = 'canceled' AND s.status <> 'canceled'
 ), metrics AS (
-    -- SyncUsageMetrics' rules, from written.
     INSERT INTO usage_metrics AS m (user_id, period_start)
     SELECT w.user_id, w.clerk_created_at
     FROM written w
-    WHERE NOT EXISTS (
-        SELECT 1 FROM usage_metrics x
-        WHERE x.user_id = w.user_id AND x.period_start IS NOT DISTINCT FROM w.clerk_created_at)
+    WHERE NOT coalesce((SELECT x.period_start IS NOT DISTINCT FROM w.clerk_created_at
+                        FROM usage_metrics x WHERE x.user_id = w.user_id), false)
     ORDER BY w.user_id
     ON CONFLICT (user_id) DO UPDATE SET
         period_start = excluded.period_start,
         updated_at   = now()
     WHERE m.period_start IS DISTINCT FROM excluded.period_start
 )
-SELECT w.clerk_user_id FROM written w;
+SELECT e.event_id::text AS event_id, (w.clerk_user_id IS NOT NULL)::boolean AS applied
+FROM e
+LEFT JOIN r ON r.event_id = e.event_id
+LEFT JOIN written w ON w.clerk_user_id = r.clerk_user_id
+WHERE @reapply::boolean OR e.event_id IN (SELECT f.event_id FROM fresh f);

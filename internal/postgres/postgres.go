@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"time"
@@ -103,6 +104,11 @@ func IsUnavailable(err error) bool {
 			return pgErr.Code == "25006" // read-only transaction: a failover in progress
 		}
 		return false
+	}
+	// The server closed the connection under a statement (pgx reports the cut as an unexpected
+	// EOF): it was lost, whether or not the statement ran.
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {

@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"testing"
 
@@ -57,6 +59,15 @@ func TestUnavailableWhenServerUnreachable(t *testing.T) {
 	_, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
 	if !postgres.IsUnavailable(err) {
 		t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestUnavailableWhenConnectionCut(t *testing.T) {
+	t.Parallel()
+	// pgx reports a connection the server side closed under a statement as an unexpected EOF
+	// (worker's TestRunHoldsDuringPostgresOutage cuts one for real).
+	if err := fmt.Errorf("applying events: %w", io.ErrUnexpectedEOF); !postgres.IsUnavailable(err) {
+		t.Fatalf("IsUnavailable(%v) = false, want true", err)
 	}
 }
 

@@ -94,12 +94,15 @@ func SubscriptionID(clerkUserID string) uuid.UUID {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID+":subscription"))
 }
 
-// userRows are the users rows of a batch, one slice per column of ApplyUsersAndCompanions. A row
-// is a live version, or a tombstone (deleted_at set and every Clerk-derived column NULL).
-type userRows dbsqlc.ApplyUsersAndCompanionsParams
+// eventRows are a batch's events as ApplyEvents takes them, one slice per column. A delete has
+// deleted_at set (its timestamp) and every Clerk-derived column NULL.
+type eventRows dbsqlc.ApplyEventsParams
 
-func (r *userRows) add(d decoded) {
+func (r *eventRows) add(d decoded) {
 	ev := d.Event
+	r.EventIds = append(r.EventIds, d.EventID)
+	r.EventTypes = append(r.EventTypes, d.Type)
+	r.StreamSeqs = append(r.StreamSeqs, int64(d.Seq))
 	r.UserIds = append(r.UserIds, UserID(ev.ClerkUserID))
 	r.SubscriptionIds = append(r.SubscriptionIds, SubscriptionID(ev.ClerkUserID))
 	r.ClerkUserIds = append(r.ClerkUserIds, ev.ClerkUserID)
@@ -112,7 +115,6 @@ func (r *userRows) add(d decoded) {
 		r.ClerkData = append(r.ClerkData, nil)
 		r.ClerkCreatedAts = append(r.ClerkCreatedAts, pgtype.Timestamptz{})
 		r.ClerkUpdatedAts = append(r.ClerkUpdatedAts, pgtype.Timestamptz{})
-		r.VersionEventIds = append(r.VersionEventIds, nil)
 		r.DeletedAts = append(r.DeletedAts, pgtype.Timestamptz{Time: ev.Timestamp, Valid: true})
 		return
 	}
@@ -130,22 +132,21 @@ func (r *userRows) add(d decoded) {
 	}
 	r.ClerkCreatedAts = append(r.ClerkCreatedAts, created)
 	r.ClerkUpdatedAts = append(r.ClerkUpdatedAts, pgtype.Timestamptz{Time: u.UpdatedAt, Valid: true})
-	r.VersionEventIds = append(r.VersionEventIds, &d.EventID)
 	r.DeletedAts = append(r.DeletedAts, pgtype.Timestamptz{})
 }
 
-// applyEvents applies evs (all decoded user events) with q, bound to one transaction, and returns
-// each one's outcome. It records the svix-ids in processed_events, folds the new events per user
-// (any delete makes a tombstone at the earliest delete's timestamp; otherwise the greatest version
-// (data.updated_at, svix-id as bytes) wins), then writes each user at most once. With reapply the
-// ledger does not filter: every event is folded again and an equal version is rewritten.
+// applyEvents applies evs (all decoded user events) with q and returns each one's outcome. One
+// statement (ApplyEvents) does it all: it records the svix-ids in processed_events, folds the new
+// events per user (any delete makes a tombstone at the earliest delete's timestamp; otherwise the
+// greatest version (data.updated_at, svix-id as bytes) wins), writes each user at most once, and
+// its subscription and usage row. With reapply the ledger does not filter: every event is folded
+// again and an equal version is rewritten.
 func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply bool) ([]outcome, error) {
 	outcomes := make([]outcome, len(evs))
-	fresh := make([]bool, len(evs))
 
 	// A svix-id may come twice in one batch (a Svix retry outside the stream's duplicate window):
-	// the first copy stands for both. The ledger is written in svix-id order, the lock order every
-	// worker shares.
+	// the first copy stands for both. The events go in svix-id order, the order every worker
+	// writes the ledger in.
 	first := make(map[string]int, len(evs))
 	for i, e := range evs {
 		if _, seen := first[e.EventID]; seen {
@@ -159,99 +160,26 @@ func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply 
 		order = append(order, i)
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(evs[a].EventID, evs[b].EventID) })
-	ledger := dbsqlc.InsertProcessedEventsParams{
-		EventIds:     make([]string, len(order)),
-		EventTypes:   make([]string, len(order)),
-		ClerkUserIds: make([]string, len(order)),
-		StreamSeqs:   make([]int64, len(order)),
-	}
-	for k, i := range order {
-		ledger.EventIds[k] = evs[i].EventID
-		ledger.EventTypes[k] = evs[i].Type
-		ledger.ClerkUserIds[k] = evs[i].Event.ClerkUserID
-		ledger.StreamSeqs[k] = int64(evs[i].Seq)
-	}
-	newIDs, err := q.InsertProcessedEvents(ctx, ledger)
-	if err != nil {
-		return nil, fmt.Errorf("recording processed events: %w", err)
-	}
-	for _, id := range newIDs {
-		fresh[first[id]] = true
-	}
+	rows := eventRows{Reapply: reapply}
 	for _, i := range order {
-		if reapply {
-			fresh[i] = true
-		}
-		if !fresh[i] {
-			outcomes[i] = outcomeDuplicate
-		}
+		rows.add(evs[i])
+		outcomes[i] = outcomeDuplicate // unless ApplyEvents returns it
 	}
-
-	// Fold: per user, the index of the event that decides its row.
-	winners := make(map[string]int)
-	for i, e := range evs {
-		if !fresh[i] {
-			continue
-		}
-		w, ok := winners[e.Event.ClerkUserID]
-		if !ok || beats(e.Event, evs[i].EventID, evs[w].Event, evs[w].EventID) {
-			winners[e.Event.ClerkUserID] = i
-		}
-	}
-	if len(winners) == 0 {
-		return outcomes, nil
-	}
-	// Rows go in clerk_user_id order (bytes), the order every worker locks users in.
-	users := make([]string, 0, len(winners))
-	for id := range winners {
-		users = append(users, id)
-	}
-	slices.Sort(users)
-	rows := userRows{Reapply: reapply}
-	for _, id := range users {
-		rows.add(evs[winners[id]])
-	}
-	// One statement writes the users rows and, for each row written, its subscription and usage
-	// row: only a written users row can change what they derive from.
-	written, err := q.ApplyUsersAndCompanions(ctx, dbsqlc.ApplyUsersAndCompanionsParams(rows))
+	results, err := q.ApplyEvents(ctx, dbsqlc.ApplyEventsParams(rows))
 	if err != nil {
-		return nil, fmt.Errorf("applying users: %w", err)
+		return nil, fmt.Errorf("applying events: %w", err)
 	}
-
-	wrote := make(map[string]bool, len(written))
-	for _, id := range written {
-		wrote[id] = true
-	}
-	for i, e := range evs {
-		if !fresh[i] {
-			continue
+	for _, r := range results {
+		i, ok := first[r.EventID]
+		if !ok {
+			return nil, fmt.Errorf("applying events: unexpected svix-id %q in the result", r.EventID)
 		}
 		outcomes[i] = outcomeStale
-		if winners[e.Event.ClerkUserID] == i && wrote[e.Event.ClerkUserID] {
+		if r.Applied {
 			outcomes[i] = outcomeApplied
 		}
 	}
 	return outcomes, nil
-}
-
-// beats reports whether event a (svix-id aID) decides a user's row over event b: a delete beats any
-// live version and a later delete; between live versions the greater (updated_at, svix-id) wins,
-// svix-ids compared as bytes like COLLATE "C".
-func beats(a *clerk.UserEvent, aID string, b *clerk.UserEvent, bID string) bool {
-	aDel, bDel := a.User == nil, b.User == nil
-	switch {
-	case aDel && bDel:
-		if !a.Timestamp.Equal(b.Timestamp) {
-			return a.Timestamp.Before(b.Timestamp)
-		}
-		return aID < bID
-	case aDel != bDel:
-		return aDel
-	}
-	if !a.User.UpdatedAt.Equal(b.User.UpdatedAt) {
-		return a.User.UpdatedAt.After(b.User.UpdatedAt)
-	}
-	return aID > bID
 }
 
 // applyTx applies evs in one transaction and returns each one's outcome. also, when not nil, runs
@@ -262,16 +190,20 @@ func applyTx(ctx context.Context, pool *pgxpool.Pool, evs []decoded, reapply boo
 	var outcomes []outcome
 	var err error
 	for attempt := 1; ; attempt++ {
-		err = postgres.InTx(ctx, pool, func(q *dbsqlc.Queries) error {
-			var err error
-			if outcomes, err = applyEvents(ctx, q, evs, reapply); err != nil {
-				return err
-			}
-			if also != nil {
+		if also == nil {
+			// ApplyEvents is one statement: alone, it is its own transaction, which saves the
+			// round trips of BEGIN and COMMIT.
+			outcomes, err = applyEvents(ctx, dbsqlc.New(pool), evs, reapply)
+			err = postgres.InterpretError(err)
+		} else {
+			err = postgres.InTx(ctx, pool, func(q *dbsqlc.Queries) error {
+				var err error
+				if outcomes, err = applyEvents(ctx, q, evs, reapply); err != nil {
+					return err
+				}
 				return also(q)
-			}
-			return nil
-		})
+			})
+		}
 		if err == nil || !isConflict(err) || attempt == 5 {
 			return outcomes, err
 		}

@@ -12,6 +12,196 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const applyEvents = `-- name: ApplyEvents :many
+WITH e AS (
+    SELECT unnest($2::text[]) AS event_id,
+           unnest($3::text[]) AS event_type,
+           unnest($4::bigint[]) AS stream_seq,
+           unnest($5::uuid[]) AS user_id,
+           unnest($6::uuid[]) AS subscription_id,
+           unnest($7::text[]) AS clerk_user_id,
+           unnest($8::varchar[]) AS email,
+           unnest($9::varchar[]) AS username,
+           unnest($10::varchar[]) AS first_name,
+           unnest($11::varchar[]) AS last_name,
+           unnest($12::varchar[]) AS image_url,
+           unnest($13::jsonb[]) AS clerk_data,
+           unnest($14::timestamptz[]) AS clerk_created_at,
+           unnest($15::timestamptz[]) AS clerk_updated_at,
+           unnest($16::timestamptz[]) AS deleted_at
+), fresh AS (
+    INSERT INTO processed_events (event_id, event_type, clerk_user_id, stream_seq)
+    SELECT e.event_id, e.event_type, e.clerk_user_id, e.stream_seq
+    FROM e
+    ORDER BY e.event_id COLLATE "C"
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), r AS (
+    SELECT DISTINCT ON (e.clerk_user_id COLLATE "C") e.event_id, e.event_type, e.stream_seq, e.user_id, e.subscription_id, e.clerk_user_id, e.email, e.username, e.first_name, e.last_name, e.image_url, e.clerk_data, e.clerk_created_at, e.clerk_updated_at, e.deleted_at,
+           CASE WHEN e.deleted_at IS NULL THEN e.event_id END AS version_event_id
+    FROM e
+    WHERE $1::boolean OR e.event_id IN (SELECT f.event_id FROM fresh f)
+    -- Per user: deletes first, the earliest first, a tie to the smaller svix-id; then live
+    -- versions, the newest first, a tie to the greater svix-id.
+    ORDER BY e.clerk_user_id COLLATE "C",
+             e.deleted_at NULLS LAST,
+             e.clerk_updated_at DESC,
+             CASE WHEN e.deleted_at IS NOT NULL THEN e.event_id END COLLATE "C",
+             e.event_id COLLATE "C" DESC
+), written AS (
+    INSERT INTO users AS u (
+        user_id, clerk_user_id, email, username, first_name, last_name, image_url,
+        clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
+    SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
+           r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
+    FROM r
+    ORDER BY r.clerk_user_id COLLATE "C"
+    ON CONFLICT (clerk_user_id) DO UPDATE SET
+        email            = excluded.email,
+        username         = excluded.username,
+        first_name       = excluded.first_name,
+        last_name        = excluded.last_name,
+        image_url        = excluded.image_url,
+        clerk_data       = excluded.clerk_data,
+        clerk_created_at = excluded.clerk_created_at,
+        clerk_updated_at = excluded.clerk_updated_at,
+        version_event_id = excluded.version_event_id,
+        deleted_at       = LEAST(u.deleted_at, excluded.deleted_at),
+        updated_at       = now()
+    WHERE CASE
+        WHEN excluded.deleted_at IS NOT NULL THEN
+            u.deleted_at IS NULL
+            OR excluded.deleted_at < u.deleted_at
+            OR ($1::boolean AND excluded.deleted_at = u.deleted_at)
+        ELSE
+            u.deleted_at IS NULL
+            AND (u.clerk_updated_at IS NULL
+                 OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                    > (u.clerk_updated_at, u.version_event_id COLLATE "C")
+                 OR ($1::boolean
+                     AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
+                         = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
+        END
+    RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at
+), subs AS (
+    INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
+    SELECT r.subscription_id, w.user_id,
+           CASE WHEN w.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
+           CASE WHEN w.deleted_at IS NULL THEN NULL ELSE now() END
+    FROM written w
+    JOIN r ON r.user_id = w.user_id
+    -- Skip what is already right (the common case: an update of a live user), so that those rows
+    -- are not even locked. A scalar subquery, not NOT EXISTS: the planner cannot turn it into a
+    -- hash join over the whole table, so each user is one index lookup whatever the statistics.
+    WHERE NOT coalesce((SELECT w.deleted_at IS NULL OR x.status = 'canceled'
+                        FROM subscriptions x WHERE x.user_id = w.user_id), false)
+    ORDER BY w.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        status      = 'canceled',
+        canceled_at = now(),
+        updated_at  = now()
+    WHERE excluded.status = 'canceled' AND s.status <> 'canceled'
+), metrics AS (
+    INSERT INTO usage_metrics AS m (user_id, period_start)
+    SELECT w.user_id, w.clerk_created_at
+    FROM written w
+    WHERE NOT coalesce((SELECT x.period_start IS NOT DISTINCT FROM w.clerk_created_at
+                        FROM usage_metrics x WHERE x.user_id = w.user_id), false)
+    ORDER BY w.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        period_start = excluded.period_start,
+        updated_at   = now()
+    WHERE m.period_start IS DISTINCT FROM excluded.period_start
+)
+SELECT e.event_id::text AS event_id, (w.clerk_user_id IS NOT NULL)::boolean AS applied
+FROM e
+LEFT JOIN r ON r.event_id = e.event_id
+LEFT JOIN written w ON w.clerk_user_id = r.clerk_user_id
+WHERE $1::boolean OR e.event_id IN (SELECT f.event_id FROM fresh f)
+`
+
+type ApplyEventsParams struct {
+	Reapply         bool
+	EventIds        []string
+	EventTypes      []string
+	StreamSeqs      []int64
+	UserIds         []uuid.UUID
+	SubscriptionIds []uuid.UUID
+	ClerkUserIds    []string
+	Emails          []*string
+	Usernames       []*string
+	FirstNames      []*string
+	LastNames       []*string
+	ImageUrls       []*string
+	ClerkData       [][]byte
+	ClerkCreatedAts []pgtype.Timestamptz
+	ClerkUpdatedAts []pgtype.Timestamptz
+	DeletedAts      []pgtype.Timestamptz
+}
+
+type ApplyEventsRow struct {
+	EventID string
+	Applied bool
+}
+
+// Applies a batch of user events in one statement, so that without an explicit transaction the
+// batch is one round trip and one commit. The events come as one array per column, one element
+// per distinct svix-id in svix-id order (nullable text columns as varchar[]: see sqlc.yaml;
+// clerk_data as the raw JSON Clerk sent); a delete has deleted_at set (its timestamp) and every
+// Clerk-derived column NULL. In order:
+//  1. fresh: the svix-ids go into the ledger, in svix-id order (the lock order every worker
+//     shares); only those not there before are applied (all of them with @reapply).
+//  2. r: the fold, one event per user: any delete beats every live version, the earliest
+//     delete (then the smaller svix-id) first; between live versions the greatest
+//     (updated_at, svix-id as bytes) wins.
+//  3. written: the users upsert with ApplyUsers' version rules, in clerk_user_id order.
+//  4. subs, metrics: for every users row written, SyncSubscriptions' and SyncUsageMetrics' rules.
+//     Every part of a statement sees the same snapshot, so they take the users' new values from
+//     written's RETURNING and never re-read users; their "already right" checks read
+//     subscriptions and usage_metrics as they were before the statement, which is right as only
+//     this statement writes them. They sort all of written before writing, so users are locked
+//     first (in clerk_user_id order), then subscriptions and usage_metrics (in user_id order).
+//
+// It returns one row per event it applied or folded (fresh, or all with @reapply): applied when
+// the event won its user's fold and the users row was written; an event not returned was
+// already in the ledger.
+func (q *Queries) ApplyEvents(ctx context.Context, arg ApplyEventsParams) ([]ApplyEventsRow, error) {
+	rows, err := q.db.Query(ctx, applyEvents,
+		arg.Reapply,
+		arg.EventIds,
+		arg.EventTypes,
+		arg.StreamSeqs,
+		arg.UserIds,
+		arg.SubscriptionIds,
+		arg.ClerkUserIds,
+		arg.Emails,
+		arg.Usernames,
+		arg.FirstNames,
+		arg.LastNames,
+		arg.ImageUrls,
+		arg.ClerkData,
+		arg.ClerkCreatedAts,
+		arg.ClerkUpdatedAts,
+		arg.DeletedAts,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ApplyEventsRow{}
+	for rows.Next() {
+		var i ApplyEventsRow
+		if err := rows.Scan(&i.EventID, &i.Applied); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const applyUsers = `-- name: ApplyUsers :many
 INSERT INTO users AS u (
     user_id, clerk_user_id, email, username, first_name, last_name, image_url,
@@ -76,7 +266,7 @@ type ApplyUsersParams struct {
 	Reapply         bool
 }
 
-// (The worker applies with ApplyUsersAndCompanions below, which holds these rules too; ApplyUsers,
+// (The worker applies with ApplyEvents below, which holds these rules too; ApplyUsers,
 // SyncSubscriptions and SyncUsageMetrics remain for internal/api's tests.)
 // Writes at most one version per user (the worker folds each batch first, so no statement touches
 // a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
@@ -93,150 +283,6 @@ type ApplyUsersParams struct {
 func (q *Queries) ApplyUsers(ctx context.Context, arg ApplyUsersParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, applyUsers,
 		arg.UserIds,
-		arg.ClerkUserIds,
-		arg.Emails,
-		arg.Usernames,
-		arg.FirstNames,
-		arg.LastNames,
-		arg.ImageUrls,
-		arg.ClerkData,
-		arg.ClerkCreatedAts,
-		arg.ClerkUpdatedAts,
-		arg.VersionEventIds,
-		arg.DeletedAts,
-		arg.Reapply,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []string{}
-	for rows.Next() {
-		var clerk_user_id string
-		if err := rows.Scan(&clerk_user_id); err != nil {
-			return nil, err
-		}
-		items = append(items, clerk_user_id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const applyUsersAndCompanions = `-- name: ApplyUsersAndCompanions :many
-WITH r AS (
-    SELECT unnest($1::uuid[]) AS user_id,
-           unnest($2::uuid[]) AS subscription_id,
-           unnest($3::text[]) AS clerk_user_id,
-           unnest($4::varchar[]) AS email,
-           unnest($5::varchar[]) AS username,
-           unnest($6::varchar[]) AS first_name,
-           unnest($7::varchar[]) AS last_name,
-           unnest($8::varchar[]) AS image_url,
-           unnest($9::jsonb[]) AS clerk_data,
-           unnest($10::timestamptz[]) AS clerk_created_at,
-           unnest($11::timestamptz[]) AS clerk_updated_at,
-           unnest($12::varchar[]) AS version_event_id,
-           unnest($13::timestamptz[]) AS deleted_at
-), written AS (
-    INSERT INTO users AS u (
-        user_id, clerk_user_id, email, username, first_name, last_name, image_url,
-        clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
-    SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
-           r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
-    FROM r
-    ORDER BY r.clerk_user_id COLLATE "C"
-    ON CONFLICT (clerk_user_id) DO UPDATE SET
-        email            = excluded.email,
-        username         = excluded.username,
-        first_name       = excluded.first_name,
-        last_name        = excluded.last_name,
-        image_url        = excluded.image_url,
-        clerk_data       = excluded.clerk_data,
-        clerk_created_at = excluded.clerk_created_at,
-        clerk_updated_at = excluded.clerk_updated_at,
-        version_event_id = excluded.version_event_id,
-        deleted_at       = LEAST(u.deleted_at, excluded.deleted_at),
-        updated_at       = now()
-    WHERE CASE
-        WHEN excluded.deleted_at IS NOT NULL THEN
-            u.deleted_at IS NULL
-            OR excluded.deleted_at < u.deleted_at
-            OR ($14::boolean AND excluded.deleted_at = u.deleted_at)
-        ELSE
-            u.deleted_at IS NULL
-            AND (u.clerk_updated_at IS NULL
-                 OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
-                    > (u.clerk_updated_at, u.version_event_id COLLATE "C")
-                 OR ($14::boolean
-                     AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
-                         = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
-        END
-    RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at
-), subs AS (
-    -- SyncSubscriptions' rules, from written.
-    INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
-    SELECT r.subscription_id, w.user_id,
-           CASE WHEN w.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
-           CASE WHEN w.deleted_at IS NULL THEN NULL ELSE now() END
-    FROM written w
-    JOIN r ON r.user_id = w.user_id
-    WHERE NOT EXISTS (
-        SELECT 1 FROM subscriptions x
-        WHERE x.user_id = w.user_id AND (w.deleted_at IS NULL OR x.status = 'canceled'))
-    ORDER BY w.user_id
-    ON CONFLICT (user_id) DO UPDATE SET
-        status      = 'canceled',
-        canceled_at = now(),
-        updated_at  = now()
-    WHERE excluded.status = 'canceled' AND s.status <> 'canceled'
-), metrics AS (
-    -- SyncUsageMetrics' rules, from written.
-    INSERT INTO usage_metrics AS m (user_id, period_start)
-    SELECT w.user_id, w.clerk_created_at
-    FROM written w
-    WHERE NOT EXISTS (
-        SELECT 1 FROM usage_metrics x
-        WHERE x.user_id = w.user_id AND x.period_start IS NOT DISTINCT FROM w.clerk_created_at)
-    ORDER BY w.user_id
-    ON CONFLICT (user_id) DO UPDATE SET
-        period_start = excluded.period_start,
-        updated_at   = now()
-    WHERE m.period_start IS DISTINCT FROM excluded.period_start
-)
-SELECT w.clerk_user_id FROM written w
-`
-
-type ApplyUsersAndCompanionsParams struct {
-	UserIds         []uuid.UUID
-	SubscriptionIds []uuid.UUID
-	ClerkUserIds    []string
-	Emails          []*string
-	Usernames       []*string
-	FirstNames      []*string
-	LastNames       []*string
-	ImageUrls       []*string
-	ClerkData       [][]byte
-	ClerkCreatedAts []pgtype.Timestamptz
-	ClerkUpdatedAts []pgtype.Timestamptz
-	VersionEventIds []*string
-	DeletedAts      []pgtype.Timestamptz
-	Reapply         bool
-}
-
-// ApplyUsers, SyncSubscriptions and SyncUsageMetrics in one statement, one round trip: the users
-// upsert (the rules of ApplyUsers, unchanged) and, for every row it wrote, the subscription and
-// usage row derived from it. subscription_ids are aligned with user_ids (derived by the caller so
-// rebuilds keep them). Every part of a statement sees the same snapshot, so the companions take
-// the users' new values from written's RETURNING and never re-read users; their "already right"
-// checks read subscriptions and usage_metrics as they were before the statement, which is right as
-// only this statement writes them. Locks: users in clerk_user_id order first (the companions sort
-// all of written before inserting anything), then subscriptions and usage_metrics in user_id order.
-func (q *Queries) ApplyUsersAndCompanions(ctx context.Context, arg ApplyUsersAndCompanionsParams) ([]string, error) {
-	rows, err := q.db.Query(ctx, applyUsersAndCompanions,
-		arg.UserIds,
-		arg.SubscriptionIds,
 		arg.ClerkUserIds,
 		arg.Emails,
 		arg.Usernames,
