@@ -205,9 +205,9 @@ func (b *bundle) syncUser(t testing.TB, u user) {
 		}
 		return []*string{nil}
 	}
-	version := "msg_" + u.id
-	b.applyUser(t, dbsqlc.ApplyUsersParams{
-		UserIds:         []uuid.UUID{userID(u.id)},
+	b.applyEvent(t, dbsqlc.ApplyEventsParams{
+		EventIds:        []string{"msg_" + u.id},
+		EventTypes:      []string{"user.created"},
 		ClerkUserIds:    []string{u.id},
 		Emails:          field("email"),
 		Usernames:       field("username"),
@@ -217,7 +217,6 @@ func (b *bundle) syncUser(t testing.TB, u user) {
 		ClerkData:       [][]byte{fmt.Appendf(nil, `{"id":%q}`, u.id)},
 		ClerkCreatedAts: []pgtype.Timestamptz{{Time: u.createdAt, Valid: true}},
 		ClerkUpdatedAts: []pgtype.Timestamptz{{Time: u.updatedAt, Valid: true}},
-		VersionEventIds: []*string{&version},
 		DeletedAts:      []pgtype.Timestamptz{{}},
 	})
 }
@@ -226,8 +225,9 @@ func (b *bundle) syncUser(t testing.TB, u user) {
 func (b *bundle) deleteUser(t testing.TB, clerkID string, at time.Time) {
 	t.Helper()
 	none := []*string{nil}
-	b.applyUser(t, dbsqlc.ApplyUsersParams{
-		UserIds:         []uuid.UUID{userID(clerkID)},
+	b.applyEvent(t, dbsqlc.ApplyEventsParams{
+		EventIds:        []string{"msg_deleted_" + clerkID},
+		EventTypes:      []string{"user.deleted"},
 		ClerkUserIds:    []string{clerkID},
 		Emails:          none,
 		Usernames:       none,
@@ -237,26 +237,20 @@ func (b *bundle) deleteUser(t testing.TB, clerkID string, at time.Time) {
 		ClerkData:       [][]byte{nil},
 		ClerkCreatedAts: []pgtype.Timestamptz{{}},
 		ClerkUpdatedAts: []pgtype.Timestamptz{{}},
-		VersionEventIds: none,
 		DeletedAts:      []pgtype.Timestamptz{{Time: at, Valid: true}},
 	})
 }
 
-func (b *bundle) applyUser(t testing.TB, row dbsqlc.ApplyUsersParams) {
+// applyEvent applies one event with the worker's statement (ApplyEvents), so the rows the api reads
+// are the ones the worker writes: the users row, its subscription and its usage row.
+func (b *bundle) applyEvent(t testing.TB, ev dbsqlc.ApplyEventsParams) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := b.queries.ApplyUsers(ctx, row); err != nil {
-		t.Fatalf("ApplyUsers: %v", err)
-	}
-	clerkID := row.ClerkUserIds[0]
-	id := userID(clerkID)
-	if _, err := b.queries.SyncSubscriptions(ctx, dbsqlc.SyncSubscriptionsParams{
-		UserIds: []uuid.UUID{id}, SubscriptionIds: []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkID+":subscription"))},
-	}); err != nil {
-		t.Fatalf("SyncSubscriptions: %v", err)
-	}
-	if _, err := b.queries.SyncUsageMetrics(ctx, []uuid.UUID{id}); err != nil {
-		t.Fatalf("SyncUsageMetrics: %v", err)
+	clerkID := ev.ClerkUserIds[0]
+	ev.StreamSeqs = []int64{1}
+	ev.UserIds = []uuid.UUID{userID(clerkID)}
+	ev.SubscriptionIds = []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkID+":subscription"))}
+	if _, err := b.queries.ApplyEvents(context.Background(), ev); err != nil {
+		t.Fatalf("ApplyEvents: %v", err)
 	}
 }
 

@@ -154,8 +154,16 @@ type ApplyEventsRow struct {
 //  2. r: the fold, one event per user: any delete beats every live version, the earliest
 //     delete (then the smaller svix-id) first; between live versions the greatest
 //     (updated_at, svix-id as bytes) wins.
-//  3. written: the users upsert with ApplyUsers' version rules, in clerk_user_id order.
-//  4. subs, metrics: for every users row written, SyncSubscriptions' and SyncUsageMetrics' rules.
+//  3. written: the users upsert, in clerk_user_id order. A live version replaces a live row only
+//     when its version (clerk_updated_at, version_event_id as bytes) is newer, or equal when
+//     @reapply repairs a projection; a tombstone replaces a live row and an older tombstone (the
+//     earliest delete wins); nothing replaces a tombstone otherwise. Every conflicting row stays
+//     locked to the end of the transaction even when it is not updated.
+//  4. subs, metrics: for every users row written, a user without a subscription gets one (free
+//     and active, or canceled for a tombstone, also when the delete was the first event seen) and
+//     a tombstone's active one is canceled; a user without a usage row gets one (zeros), and
+//     period_start follows the user's Clerk sign-up time (NULL on a tombstone). Tier and the
+//     counters belong to the product and are never touched.
 //     Every part of a statement sees the same snapshot, so they take the users' new values from
 //     written's RETURNING and never re-read users; their "already right" checks read
 //     subscriptions and usage_metrics as they were before the statement, which is right as only
@@ -200,180 +208,4 @@ func (q *Queries) ApplyEvents(ctx context.Context, arg ApplyEventsParams) ([]App
 		return nil, err
 	}
 	return items, nil
-}
-
-const applyUsers = `-- name: ApplyUsers :many
-INSERT INTO users AS u (
-    user_id, clerk_user_id, email, username, first_name, last_name, image_url,
-    clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
-SELECT r.user_id, r.clerk_user_id, r.email, r.username, r.first_name, r.last_name, r.image_url,
-       r.clerk_data, r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
-FROM (SELECT unnest($1::uuid[]) AS user_id,
-             unnest($2::text[]) AS clerk_user_id,
-             unnest($3::varchar[]) AS email,
-             unnest($4::varchar[]) AS username,
-             unnest($5::varchar[]) AS first_name,
-             unnest($6::varchar[]) AS last_name,
-             unnest($7::varchar[]) AS image_url,
-             unnest($8::jsonb[]) AS clerk_data,
-             unnest($9::timestamptz[]) AS clerk_created_at,
-             unnest($10::timestamptz[]) AS clerk_updated_at,
-             unnest($11::varchar[]) AS version_event_id,
-             unnest($12::timestamptz[]) AS deleted_at) AS r
-ORDER BY r.clerk_user_id COLLATE "C"
-ON CONFLICT (clerk_user_id) DO UPDATE SET
-    email            = excluded.email,
-    username         = excluded.username,
-    first_name       = excluded.first_name,
-    last_name        = excluded.last_name,
-    image_url        = excluded.image_url,
-    clerk_data       = excluded.clerk_data,
-    clerk_created_at = excluded.clerk_created_at,
-    clerk_updated_at = excluded.clerk_updated_at,
-    version_event_id = excluded.version_event_id,
-    deleted_at       = LEAST(u.deleted_at, excluded.deleted_at),
-    updated_at       = now()
-WHERE CASE
-    WHEN excluded.deleted_at IS NOT NULL THEN
-        u.deleted_at IS NULL
-        OR excluded.deleted_at < u.deleted_at
-        OR ($13::boolean AND excluded.deleted_at = u.deleted_at)
-    ELSE
-        u.deleted_at IS NULL
-        AND (u.clerk_updated_at IS NULL
-             OR (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
-                > (u.clerk_updated_at, u.version_event_id COLLATE "C")
-             OR ($13::boolean
-                 AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
-                     = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
-    END
-RETURNING u.clerk_user_id
-`
-
-type ApplyUsersParams struct {
-	UserIds         []uuid.UUID
-	ClerkUserIds    []string
-	Emails          []*string
-	Usernames       []*string
-	FirstNames      []*string
-	LastNames       []*string
-	ImageUrls       []*string
-	ClerkData       [][]byte
-	ClerkCreatedAts []pgtype.Timestamptz
-	ClerkUpdatedAts []pgtype.Timestamptz
-	VersionEventIds []*string
-	DeletedAts      []pgtype.Timestamptz
-	Reapply         bool
-}
-
-// (The worker applies with ApplyEvents below, which holds these rules too; ApplyUsers,
-// SyncSubscriptions and SyncUsageMetrics remain for internal/api's tests.)
-// Writes at most one version per user (the worker folds each batch first, so no statement touches
-// a row twice) and returns the clerk_user_id of every row it wrote. The rows come as one array per
-// column (nullable text columns as varchar[]: see sqlc.yaml), clerk_data as the raw JSON Clerk
-// sent; each row is either a live version (deleted_at NULL) or a tombstone (deleted_at set, every
-// Clerk-derived column NULL):
-//   - a live version replaces a live row only when its version (clerk_updated_at,
-//     version_event_id, compared as bytes) is newer, or equal when @reapply repairs a projection;
-//   - a tombstone replaces a live row, and an older tombstone (the earliest delete wins, so the
-//     result does not depend on the order deletes arrive in); nothing replaces it otherwise.
-//
-// Rows are inserted in clerk_user_id order so concurrent workers lock users in one order, and
-// every conflicting row stays locked to the end of the transaction even when it is not updated.
-func (q *Queries) ApplyUsers(ctx context.Context, arg ApplyUsersParams) ([]string, error) {
-	rows, err := q.db.Query(ctx, applyUsers,
-		arg.UserIds,
-		arg.ClerkUserIds,
-		arg.Emails,
-		arg.Usernames,
-		arg.FirstNames,
-		arg.LastNames,
-		arg.ImageUrls,
-		arg.ClerkData,
-		arg.ClerkCreatedAts,
-		arg.ClerkUpdatedAts,
-		arg.VersionEventIds,
-		arg.DeletedAts,
-		arg.Reapply,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []string{}
-	for rows.Next() {
-		var clerk_user_id string
-		if err := rows.Scan(&clerk_user_id); err != nil {
-			return nil, err
-		}
-		items = append(items, clerk_user_id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const syncSubscriptions = `-- name: SyncSubscriptions :execrows
-INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
-SELECT i.subscription_id, u.user_id,
-       CASE WHEN u.deleted_at IS NULL THEN 'active' ELSE 'canceled' END,
-       CASE WHEN u.deleted_at IS NULL THEN NULL ELSE now() END
-FROM (SELECT unnest($1::uuid[]) AS user_id, unnest($2::uuid[]) AS subscription_id) AS i
-JOIN users u ON u.user_id = i.user_id
-WHERE NOT EXISTS (
-    SELECT 1 FROM subscriptions x
-    WHERE x.user_id = u.user_id AND (u.deleted_at IS NULL OR x.status = 'canceled'))
-ORDER BY u.user_id
-ON CONFLICT (user_id) DO UPDATE SET
-    status      = 'canceled',
-    canceled_at = now(),
-    updated_at  = now()
-WHERE excluded.status = 'canceled' AND s.status <> 'canceled'
-`
-
-type SyncSubscriptionsParams struct {
-	UserIds         []uuid.UUID
-	SubscriptionIds []uuid.UUID
-}
-
-// Brings the subscriptions of the given users in line with their users rows: a user without one
-// gets it (free and active, or canceled for a tombstone, also when the delete was the first event
-// seen); a tombstone's active subscription is canceled. subscription_id is derived from user_id by
-// the caller, so rebuilds keep it. Nothing else is touched: tier and the rest belong to the product.
-// Skip what is already right (the common case: an update of a live user), so that those rows
-// are not even locked. The caller holds the users rows locked, so no other worker changes them.
-func (q *Queries) SyncSubscriptions(ctx context.Context, arg SyncSubscriptionsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, syncSubscriptions, arg.UserIds, arg.SubscriptionIds)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const syncUsageMetrics = `-- name: SyncUsageMetrics :execrows
-INSERT INTO usage_metrics AS m (user_id, period_start)
-SELECT u.user_id, u.clerk_created_at
-FROM users u
-WHERE u.user_id = ANY($1::uuid[])
-  -- Skip what is already right, as SyncSubscriptions does.
-  AND NOT EXISTS (
-    SELECT 1 FROM usage_metrics x
-    WHERE x.user_id = u.user_id AND x.period_start IS NOT DISTINCT FROM u.clerk_created_at)
-ORDER BY u.user_id
-ON CONFLICT (user_id) DO UPDATE SET
-    period_start = excluded.period_start,
-    updated_at   = now()
-WHERE m.period_start IS DISTINCT FROM excluded.period_start
-`
-
-// Gives every given user without one its zeroed usage row, and keeps period_start equal to the
-// user's Clerk sign-up time (NULL on a tombstone), so it is a function of the events. The counters
-// belong to the product and are never touched here.
-func (q *Queries) SyncUsageMetrics(ctx context.Context, userIds []uuid.UUID) (int64, error) {
-	result, err := q.db.Exec(ctx, syncUsageMetrics, userIds)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
 }
