@@ -190,7 +190,7 @@ func buildAPI(t *testing.T) (wait func() string) {
 type apiProcess struct {
 	url            string
 	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
+	stdout, stderr apitest.LockedBuffer
 	exited         chan struct{} // closed once the process has exited and waitErr is set
 	waitErr        error
 }
@@ -324,22 +324,4 @@ func (p *apiProcess) stop(within time.Duration) (int, error) {
 	default:
 		return -1, p.waitErr
 	}
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

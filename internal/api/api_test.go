@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clerksync/clerksync/internal/api/apitest"
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
 	"github.com/clerksync/clerksync/internal/service"
@@ -40,7 +40,7 @@ type bundle struct {
 	queries  *dbsqlc.Queries // for seeding rows, through the same sqlc queries the worker uses
 	pool     *pgxpool.Pool
 	registry *prometheus.Registry
-	logs     *lockedBuffer
+	logs     *apitest.LockedBuffer
 }
 
 type setupConfig struct {
@@ -73,7 +73,7 @@ func setup(t testing.TB, change ...func(*setupConfig)) *bundle {
 	}
 	t.Cleanup(pool.Close)
 
-	logs := &lockedBuffer{}
+	logs := &apitest.LockedBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
@@ -667,21 +667,4 @@ func poll(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/clerksync/clerksync/internal/api/apitest"
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
 	"github.com/clerksync/clerksync/internal/session/sessiontest"
@@ -38,7 +39,7 @@ func TestRun(t *testing.T) {
 		AuthorizedParties:  []string{sessiontest.AuthorizedParty},
 		CORSAllowedOrigins: []string{sessiontest.AuthorizedParty},
 	}
-	logs := &lockedBuffer{}
+	logs := &apitest.LockedBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
