@@ -1,10 +1,14 @@
 package clerk_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -179,3 +183,85 @@ func FuzzParseUserEvent(f *testing.F) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestStorableJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, in, want string }{
+		{"nothing to replace", `{"a":"b\n\u00e9"}`, `{"a":"b\n\u00e9"}`},
+		{"NUL escape", `{"a":"x\u0000y"}`, `{"a":"x\ufffdy"}`},
+		{"NUL escape in a key and nested", `{"\u0000":{"b":["\u0000"]}}`, `{"\ufffd":{"b":["\ufffd"]}}`},
+		{"escaped backslash before u0000", `{"a":"\\u0000"}`, `{"a":"\\u0000"}`},
+		{"lone high surrogate", `{"a":"\ud800x"}`, `{"a":"\ufffdx"}`},
+		{"high surrogate then a non-surrogate escape", `{"a":"\uD800\u0041"}`, `{"a":"\ufffd\u0041"}`},
+		{"lone low surrogate", `{"a":"\udc00"}`, `{"a":"\ufffd"}`},
+		{"surrogate pair", `{"a":"\ud83d\ude00"}`, `{"a":"\ud83d\ude00"}`},
+		{"two high surrogates then a low", `{"a":"\ud800\ud83d\ude00"}`, `{"a":"\ufffd\ud83d\ude00"}`},
+		{"invalid UTF-8 bytes", "{\"a\":\"x\xff\xfey\"}", `{"a":"x\ufffd\ufffdy"}`},
+		{"valid UTF-8", `{"a":"日本"}`, `{"a":"日本"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := clerk.StorableJSON([]byte(tt.in))
+			if string(got) != tt.want {
+				t.Errorf("StorableJSON(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+	// The common case costs no copy.
+	in := []byte(`{"a":"b"}`)
+	if got := clerk.StorableJSON(in); &got[0] != &in[0] {
+		t.Error("StorableJSON copied a body with nothing to replace")
+	}
+}
+
+func FuzzStorableJSON(f *testing.F) {
+	f.Add([]byte(`{"a":"x\u0000\ud800\udc00\ud800"}`))
+	f.Add([]byte("{\"a\":\"\xff\"}"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return
+		}
+		got := clerk.StorableJSON(body)
+		if !json.Valid(got) || !utf8.Valid(got) {
+			t.Fatalf("StorableJSON(%q) = %q: not valid JSON and UTF-8", body, got)
+		}
+		before, after := decodeAny(t, body), decodeAny(t, got)
+		// encoding/json reads every replaced thing as U+FFFD too, bar NUL.
+		if diff := cmp.Diff(replaceNUL(before), after); diff != "" {
+			t.Fatalf("StorableJSON changed more than it may (-want +got)\n%s", diff)
+		}
+		if bytes.Contains(got, []byte(`\u0000`)) && !bytes.Contains(got, []byte(`\\u0000`)) {
+			t.Fatalf("StorableJSON left a NUL escape: %q", got)
+		}
+	})
+}
+
+func decodeAny(t *testing.T, b []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func replaceNUL(v any) any {
+	switch v := v.(type) {
+	case string:
+		return strings.ReplaceAll(v, "\x00", "\uFFFD")
+	case []any:
+		for i := range v {
+			v[i] = replaceNUL(v[i])
+		}
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			m[strings.ReplaceAll(k, "\x00", "\uFFFD")] = replaceNUL(x)
+		}
+		return m
+	}
+	return v
+}
