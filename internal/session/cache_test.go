@@ -50,11 +50,14 @@ func TestCacheGetReturnsACopy(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	c := newTokenCache(10)
-	c.put("t", claimsUntil("user_1", now.Add(time.Minute)), gen(c, now), now)
+	claims := claimsUntil("user_1", now.Add(time.Minute))
+	claims.Version, claims.Organization = 2, Organization{ID: "org_1", Role: "admin"}
+	c.put("t", claims, gen(c, now), now)
+	claims.Organization.ID = "org_evil" // the caller's copy, after put
 	got, _, _ := c.get("t", now)
-	got.Subject = "user_evil"
-	if again, _, _ := c.get("t", now); again.Subject != "user_1" {
-		t.Fatalf("the cache kept a caller's change: %q", again.Subject)
+	got.Subject, got.Organization.ID = "user_evil", "org_evil"
+	if again, _, _ := c.get("t", now); again.Subject != "user_1" || again.ActiveOrganization() != "org_1" {
+		t.Fatalf("the cache kept a caller's change: %q, %q", again.Subject, again.ActiveOrganization())
 	}
 }
 

@@ -42,7 +42,7 @@ type Reason string
 // The reasons a token is refused.
 const (
 	ReasonTooLarge        Reason = "too_large"        // longer than MaxTokenBytes
-	ReasonMalformed       Reason = "malformed"        // not three base64url segments of JSON
+	ReasonMalformed       Reason = "malformed"        // not base64url JSON in three segments; a claim mistyped or twice
 	ReasonAlgorithm       Reason = "algorithm"        // alg is not RS256
 	ReasonHeader          Reason = "header"           // typ not JWT, crit, or a key-locating header
 	ReasonUnknownKey      Reason = "unknown_key"      // kid missing, or not in the key set
@@ -85,20 +85,6 @@ func ReasonOf(err error) Reason {
 	}
 	return ""
 }
-
-// Claims are the claims of a Clerk session token that clerksync reads.
-type Claims struct {
-	jwt.RegisteredClaims
-	// AuthorizedParty (azp) is the origin of the frontend the token was minted for.
-	AuthorizedParty string `json:"azp,omitempty"`
-	// SessionID (sid) is the Clerk session.
-	SessionID string `json:"sid,omitempty"`
-	// SessionStatus (sts) is "active", or "pending" while a session still has tasks to complete.
-	SessionStatus string `json:"sts,omitempty"`
-}
-
-// UserID returns the Clerk user id (sub) the token was issued to.
-func (c *Claims) UserID() string { return c.Subject }
 
 // Options configures a Verifier. One of JWKSURL and PublicKey is required; PublicKey wins when
 // both are set, as in Clerk's own SDKs, and then nothing is fetched.
@@ -250,6 +236,11 @@ func (v *Verifier) verifySignature(ctx context.Context, token string) (*Claims, 
 	})
 	if err != nil {
 		return nil, classifyParseError(tok, err)
+	}
+	if !claims.decoded {
+		// A payload of null never reaches UnmarshalJSON: encoding/json sets the parser's
+		// interface to nil instead, and no error comes back.
+		return nil, refuse(ReasonMalformed, "claims are not a JSON object")
 	}
 	return claims, nil
 }

@@ -104,11 +104,12 @@ func TestVerifyRefuses(t *testing.T) {
 	valid := iss.Mint(sessiontest.ClaimsAt("user_1", now))
 	parts := strings.Split(valid, ".")
 
-	tests := []struct {
+	type refusal struct {
 		name  string
 		token string
 		want  session.Reason
-	}{
+	}
+	tests := []refusal{
 		{"empty", "", session.ReasonMalformed},
 		{"two segments", parts[0] + "." + parts[1], session.ReasonMalformed},
 		{"megabyte of dots", strings.Repeat(".", 1<<20), session.ReasonTooLarge},
@@ -145,6 +146,12 @@ func TestVerifyRefuses(t *testing.T) {
 		{"azp missing", iss.Mint(claims(func(c jwt.MapClaims) { delete(c, "azp") })), session.ReasonAuthorizedParty},
 		{"azp not listed", iss.Mint(claims(func(c jwt.MapClaims) { c["azp"] = "https://evil.test" })), session.ReasonAuthorizedParty},
 		{"sts pending", iss.Mint(claims(func(c jwt.MapClaims) { c["sts"] = "pending" })), session.ReasonPendingSession},
+	}
+	// A claim spelled otherwise than RFC 7519 and Clerk spell it (claims_test.go).
+	for _, c := range claimCases(t, now) {
+		if c.want != "" {
+			tests = append(tests, refusal{"claims: " + c.name, iss.MintRaw(c.payload), c.want})
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
