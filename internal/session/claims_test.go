@@ -1,8 +1,10 @@
 package session_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -246,4 +248,125 @@ func TestClaimsUnmarshal(t *testing.T) {
 			t.Errorf("decoded %q", trailing)
 		}
 	}
+}
+
+// FuzzClaims compares UnmarshalJSON with a reference reading of the same bytes: encoding/json
+// into a map keeps every name exactly as the payload spells it, so a lookup there is what an
+// exact reading must find. Whenever UnmarshalJSON succeeds, each claim it reads must equal the
+// reference's value under the exact name (and be absent when the reference has none); whenever
+// the reference shows one of them with the wrong JSON type, UnmarshalJSON must fail. Invalid
+// JSON and anything but an object must fail too.
+func FuzzClaims(f *testing.F) {
+	for _, c := range claimCases(f, time.Unix(1767225600, 0)) {
+		f.Add(c.payload)
+	}
+	for _, s := range []string{`{}`, `{"o":{}}`, `{"exp":-0}`, `{"exp":-0.5}`, `{"v":-0}`, `{"exp":253402300799.9}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var c session.Claims
+		err := c.UnmarshalJSON(payload)
+		if !json.Valid(payload) {
+			if err == nil {
+				t.Fatalf("decoded invalid JSON %q", payload)
+			}
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(payload))
+		dec.UseNumber() // so that a number the claims never convert cannot fail the reference
+		var ref map[string]any
+		if dec.Decode(&ref) != nil || ref == nil {
+			if err == nil {
+				t.Fatalf("decoded a payload that is not an object: %q", payload)
+			}
+			return
+		}
+
+		var wrongType []string // claims the reference shows with a type UnmarshalJSON must refuse
+		var mismatch []string  // claims UnmarshalJSON read otherwise than the reference
+		checkString := func(name string, m map[string]any, got string) string {
+			v, ok := m[name]
+			if !ok {
+				if got != "" {
+					mismatch = append(mismatch, fmt.Sprintf("%s: got %q, absent", name, got))
+				}
+				return ""
+			}
+			s, ok := v.(string)
+			if !ok {
+				wrongType = append(wrongType, name)
+			} else if got != s {
+				mismatch = append(mismatch, fmt.Sprintf("%s: got %q, want %q", name, got, s))
+			}
+			return s
+		}
+		for name, got := range map[string]string{
+			"sub": c.Subject, "iss": c.Issuer, "azp": c.AuthorizedParty, "sts": c.SessionStatus,
+			"sid": c.SessionID, "org_id": c.OrgID,
+		} {
+			checkString(name, ref, got)
+		}
+		for name, got := range map[string]*jwt.NumericDate{"exp": c.ExpiresAt, "nbf": c.NotBefore, "iat": c.IssuedAt} {
+			v, ok := ref[name]
+			if !ok {
+				if got != nil {
+					mismatch = append(mismatch, name+": got a date, absent")
+				}
+				continue
+			}
+			n, ok := v.(json.Number)
+			f, perr := strconv.ParseFloat(string(n), 64)
+			switch {
+			case !ok || perr != nil || math.Abs(f) > 253402300799:
+				wrongType = append(wrongType, name)
+			case got == nil:
+				mismatch = append(mismatch, name+": got none, want "+string(n))
+			case got.Unix() != int64(math.Floor(f)) || got.Nanosecond() != 0:
+				mismatch = append(mismatch, fmt.Sprintf("%s: got %v, want %s", name, got.Time, n))
+			}
+		}
+		version := 0
+		if v, ok := ref["v"]; ok {
+			n, ok := v.(json.Number)
+			i, perr := strconv.Atoi(string(n))
+			switch {
+			case !ok || perr != nil:
+				wrongType = append(wrongType, "v")
+			case c.Version != i:
+				mismatch = append(mismatch, fmt.Sprintf("v: got %d, want %d", c.Version, i))
+			}
+			version = i
+		} else if c.Version != 0 {
+			mismatch = append(mismatch, fmt.Sprintf("v: got %d, absent", c.Version))
+		}
+		var orgID string
+		if v, ok := ref["o"]; ok {
+			if o, ok := v.(map[string]any); ok {
+				orgID = checkString("id", o, c.Organization.ID)
+				checkString("rol", o, c.Organization.Role)
+				checkString("slg", o, c.Organization.Slug)
+			} else {
+				wrongType = append(wrongType, "o")
+			}
+		} else if c.Organization != (session.Organization{}) {
+			mismatch = append(mismatch, fmt.Sprintf("o: got %+v, absent", c.Organization))
+		}
+
+		if err != nil {
+			return // refusing is always allowed: duplicates, for one, the reference cannot see
+		}
+		if len(wrongType) > 0 {
+			t.Fatalf("decoded %q although %q have the wrong type", payload, wrongType)
+		}
+		if len(mismatch) > 0 {
+			t.Fatalf("decoded %q otherwise than its exact names say:\n%s", payload, strings.Join(mismatch, "\n"))
+		}
+		want := orgID
+		if version != 2 {
+			want, _ = ref["org_id"].(string)
+		}
+		if got := c.ActiveOrganization(); got != want {
+			t.Fatalf("ActiveOrganization of %q = %q, want %q", payload, got, want)
+		}
+	})
 }
