@@ -21,7 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/clerksync/clerksync/internal/api/apitest"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
 	"github.com/clerksync/clerksync/internal/service"
 	"github.com/clerksync/clerksync/internal/session/sessiontest"
@@ -29,8 +32,8 @@ import (
 
 // TestAttackTableBinary sends every row of the api's hostile-token table (apitest, the rows
 // internal/api's TestAttackTable runs in-process) to the built api binary over real HTTP, with
-// the configuration production runs with, and checks each answer: status, JSON error code and
-// challenge. The attacker's server is never fetched, the process's output holds no token, and
+// the configuration production runs with and the impostor synced, and checks each answer:
+// status, JSON error code and challenge. The attacker's server is never fetched, the process's output holds no token, and
 // SIGTERM stops it with exit status 0.
 func TestAttackTableBinary(t *testing.T) {
 	t.Parallel()
@@ -47,13 +50,20 @@ func TestAttackTableBinary(t *testing.T) {
 		"LOG_LEVEL":                "debug", // the most the api ever logs, for the leak check
 	})
 
+	// The impostor is synced, so that a row answered as the impostor would get 200, not 404.
+	client := &http.Client{Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	syncUser(t, dbURL, apitest.Impostor)
+	impostor := http.Header{"Authorization": {"Bearer " + iss.Token(apitest.Impostor)}}
+	if resp := api.get(t, client, "/auth/me", impostor); resp.status != http.StatusOK {
+		t.Fatalf("the impostor's own token: %d %q, want 200", resp.status, resp.code)
+	}
+
 	// A request whose header is over the server's limit never reaches the handler: net/http
 	// answers 431 itself.
 	maxHeader := service.NewServer(nil, slog.New(slog.DiscardHandler)).MaxHeaderBytes
 	// Built only now, with the process's clock running: see apitest.Attacks.
 	table := apitest.Attacks(t, iss, time.Now)
-	client := &http.Client{Timeout: 10 * time.Second}
-	t.Cleanup(client.CloseIdleConnections)
 
 	var handled401 int
 	t.Run("rows", func(t *testing.T) {
@@ -138,6 +148,17 @@ func TestAttackTableBinary(t *testing.T) {
 	if t.Failed() {
 		t.Logf("api output:\n%.8000s", stdout)
 	}
+}
+
+// syncUser writes the Clerk user clerkID into the api's database as the worker would.
+func syncUser(t *testing.T, databaseURL, clerkID string) {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	apitest.SyncUser(t, t.Context(), dbsqlc.New(pool), clerkID)
 }
 
 // headerSize is how many bytes h takes on the wire, as net/http counts toward MaxHeaderBytes.

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -191,10 +190,6 @@ type user struct {
 	updatedAt time.Time
 }
 
-func userID(clerkID string) uuid.UUID {
-	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkID))
-}
-
 // syncUser writes a user as the worker does on user.created: the users row, then its
 // subscription and usage row.
 func (b *bundle) syncUser(t testing.TB, u user) {
@@ -241,17 +236,10 @@ func (b *bundle) deleteUser(t testing.TB, clerkID string, at time.Time) {
 	})
 }
 
-// applyEvent applies one event with the worker's statement (ApplyEvents), so the rows the api reads
-// are the ones the worker writes: the users row, its subscription and its usage row.
+// applyEvent applies one event with the worker's statement (apitest.ApplyEvent).
 func (b *bundle) applyEvent(t testing.TB, ev dbsqlc.ApplyEventsParams) {
 	t.Helper()
-	clerkID := ev.ClerkUserIds[0]
-	ev.StreamSeqs = []int64{1}
-	ev.UserIds = []uuid.UUID{userID(clerkID)}
-	ev.SubscriptionIds = []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkID+":subscription"))}
-	if _, err := b.queries.ApplyEvents(context.Background(), ev); err != nil {
-		t.Fatalf("ApplyEvents: %v", err)
-	}
+	apitest.ApplyEvent(t, context.Background(), b.queries, ev)
 }
 
 func ada() user {

@@ -1,18 +1,21 @@
 package api
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/clerksync/clerksync/internal/api/apitest"
 	"github.com/clerksync/clerksync/internal/session"
+	"github.com/clerksync/clerksync/internal/session/sessiontest"
 )
 
 // TestAttackTable sends the hostile session tokens of apitest's table — every one a real signed
 // token unless the row is about a broken signature — and checks each is refused with 401, the
 // contract's code and challenge, and without a single database query; the few valid ones reach
-// the database, which has no row for their user (404 user_not_synced). cmd/api runs the same
-// table against the built binary.
+// the database, which has no row for their user (404 user_not_synced) but one for the impostor
+// some of them name under another spelling of sub. cmd/api runs the same table against the built
+// binary.
 func TestAttackTable(t *testing.T) {
 	t.Parallel()
 	if apitest.SessionCookie != sessionCookie {
@@ -23,6 +26,11 @@ func TestAttackTable(t *testing.T) {
 	b := setup(t, func(c *setupConfig) {
 		c.session = func(o *session.Options) { o.Now, o.Leeway = func() time.Time { return now }, apitest.Leeway }
 	})
+	// The impostor is synced, so that a row answered as the impostor would get 200, not 404.
+	apitest.SyncUser(t, t.Context(), b.queries, apitest.Impostor)
+	if rec, _ := b.do(t, request{bearer: b.issuer.Mint(sessiontest.ClaimsAt(apitest.Impostor, now))}); rec.Code != http.StatusOK {
+		t.Fatalf("the impostor's own token: status %d, want 200 (body %s)", rec.Code, rec.Body)
+	}
 	table := apitest.Attacks(t, b.issuer, func() time.Time { return now })
 
 	// Checked once every row has run (parallel subtests finish before cleanups).

@@ -14,9 +14,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +63,8 @@ type Attack struct {
 
 // Refused reports whether the api must refuse the row with 401, before touching the database.
 // The other rows carry a valid token for a user the database does not hold: the request reaches
-// the database and gets 404 user_not_synced.
+// the database and gets 404 user_not_synced. (Some of them also name Impostor, whom the database
+// does hold, under another spelling of sub.)
 func (a Attack) Refused() bool { return a.Status == http.StatusUnauthorized }
 
 // Header is the request header that carries the row's credentials.
@@ -151,7 +154,8 @@ func (a *Attacker) URL() string { return a.server.URL }
 func (a *Attacker) Hits() int64 { return a.hits.Load() }
 
 // Attacks builds the table: tokens from iss (or forged against it) for a user the database does
-// not hold, for an api that checks what production checks — CLERK_ISSUER =
+// not hold, for an api whose database holds Impostor (see SyncUser) and that checks what
+// production checks — CLERK_ISSUER =
 // sessiontest.IssuerURL, CLERK_AUTHORIZED_PARTIES = sessiontest.AuthorizedParty, and Leeway. The
 // tokens are issued at now(), read after the slow part (generating keys).
 //
@@ -209,6 +213,18 @@ func Attacks(t testing.TB, iss *sessiontest.Issuer, now func() time.Time) *Table
 	accepted := func(name, bearer string) Attack {
 		return Attack{Name: name, Bearer: bearer, Status: http.StatusNotFound, Code: "user_not_synced"}
 	}
+	// then signs c with members appended after its own: json.Marshal sorts a map's names, so
+	// "SUB" would come before "sub", and a forger puts the variant last, where a case-insensitive,
+	// last-wins reading of the claims would let it win.
+	then := func(c jwt.MapClaims, members string) string {
+		t.Helper()
+		payload, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("apitest: %v", err)
+		}
+		return iss.MintRaw(append(payload[:len(payload)-1], ","+members+"}"...))
+	}
+	impostor := fmt.Sprintf("%q", Impostor)
 	attacks := []Attack{
 		invalid("alg none", mint(base(), sessiontest.WithMethod(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType))),
 		invalid("alg None", sessiontest.Encode(t, map[string]any{"alg": "None", "typ": "JWT", "kid": key.ID}, base(), nil)),
@@ -258,6 +274,21 @@ func Attacks(t testing.TB, iss *sessiontest.Issuer, now func() time.Time) *Table
 		invalid("sub not a string", mint(claims(func(c jwt.MapClaims) { c["sub"] = 42 }))),
 		invalid("sts pending", mint(claims(func(c jwt.MapClaims) { c["sts"] = "pending" }))),
 		accepted("sts active", mint(claims(func(c jwt.MapClaims) { c["sts"] = "active" }))),
+		// A claim spelled otherwise is another claim: whatever it says, the token is the victim's,
+		// and the impostor (whom the database holds) is never answered for.
+		accepted("SUB after sub", then(base(), `"SUB":`+impostor)),
+		accepted("Sub after sub", then(base(), `"Sub":`+impostor)),
+		invalid("SUB without sub", mint(claims(func(c jwt.MapClaims) { delete(c, "sub"); c["SUB"] = Impostor }))),
+		invalid("sub twice", then(base(), `"sub":`+impostor)),
+		invalid("sub null", mint(claims(func(c jwt.MapClaims) { c["sub"] = nil }))),
+		invalid("Exp without exp", mint(claims(func(c jwt.MapClaims) { delete(c, "exp"); c["Exp"] = issued.Add(time.Minute).Unix() }))),
+		invalid("exp a digit string", mint(claims(func(c jwt.MapClaims) { c["exp"] = strconv.FormatInt(issued.Add(time.Minute).Unix(), 10) }))),
+		invalid("nbf null", mint(claims(func(c jwt.MapClaims) { c["nbf"] = nil }))),
+		accepted("NBF in the future without nbf", mint(claims(func(c jwt.MapClaims) { delete(c, "nbf"); c["NBF"] = issued.Add(time.Minute).Unix() }))),
+		accepted("IAT in the future without iat", mint(claims(func(c jwt.MapClaims) { delete(c, "iat"); c["IAT"] = issued.Add(time.Minute).Unix() }))),
+		invalid("STS active after sts pending", then(claims(func(c jwt.MapClaims) { c["sts"] = "pending" }), `"STS":"active"`)),
+		invalid("AZP listed after azp not listed", then(claims(func(c jwt.MapClaims) { c["azp"] = "https://evil.example" }), fmt.Sprintf(`"AZP":%q`, sessiontest.AuthorizedParty))),
+		invalid("ISS right after iss wrong", then(claims(func(c jwt.MapClaims) { c["iss"] = "https://wrong.example" }), fmt.Sprintf(`"ISS":%q`, sessiontest.IssuerURL))),
 		invalid("over 8 KiB", mint(claims(func(c jwt.MapClaims) { c["pad"] = strings.Repeat("x", 8<<10) }))),
 		invalid("megabyte of dots", strings.Repeat(".", 1<<20)),
 		{Name: "megabyte of dots in the cookie", Cookie: strings.Repeat(".", 1<<20)},
