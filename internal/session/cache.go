@@ -53,8 +53,7 @@ func (c *tokenCache) get(token string, now time.Time) (claims *Claims, gen uint6
 		delete(c.entries, key)
 		return nil, c.generation, false
 	}
-	copied := e.claims
-	return &copied, c.generation, true
+	return e.claims.clone(), c.generation, true
 }
 
 // put remembers a token that passed every check until its exp, unless the cache was cleared
@@ -86,7 +85,7 @@ func (c *tokenCache) put(token string, claims *Claims, gen uint64, now time.Time
 			delete(c.entries, k)
 		}
 	}
-	c.entries[key] = cacheEntry{claims: *claims, expires: claims.ExpiresAt.Time}
+	c.entries[key] = cacheEntry{claims: *claims.clone(), expires: claims.ExpiresAt.Time}
 }
 
 // clear forgets every token.

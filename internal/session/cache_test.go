@@ -53,11 +53,14 @@ func TestCacheGetReturnsACopy(t *testing.T) {
 	claims := claimsUntil("user_1", now.Add(time.Minute))
 	claims.Version, claims.Organization = 2, Organization{ID: "org_1", Role: "admin"}
 	c.put("t", claims, gen(c, now), now)
-	claims.Organization.ID = "org_evil" // the caller's copy, after put
+	// Changes to the caller's claims after put, and to those get returned, stay theirs; the dates
+	// are pointers in jwt.RegisteredClaims.
+	claims.Organization.ID, claims.ExpiresAt.Time = "org_evil", now.Add(time.Hour)
 	got, _, _ := c.get("t", now)
-	got.Subject, got.Organization.ID = "user_evil", "org_evil"
-	if again, _, _ := c.get("t", now); again.Subject != "user_1" || again.ActiveOrganization() != "org_1" {
-		t.Fatalf("the cache kept a caller's change: %q, %q", again.Subject, again.ActiveOrganization())
+	got.Subject, got.Organization.ID, got.ExpiresAt.Time = "user_evil", "org_evil", now.Add(time.Hour)
+	again, _, _ := c.get("t", now)
+	if again.Subject != "user_1" || again.ActiveOrganization() != "org_1" || !again.ExpiresAt.Equal(now.Add(time.Minute).Truncate(time.Second)) {
+		t.Fatalf("the cache kept a change: %q, %q, exp %v", again.Subject, again.ActiveOrganization(), again.ExpiresAt)
 	}
 }
 

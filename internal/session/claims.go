@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,8 +22,8 @@ import (
 // or instead of, "sub" would have said whose it is. The struct tags only name the claims (and
 // shape json.Marshal's output).
 //
-// Every field is a value, so a copy of Claims shares nothing with the original (the token cache
-// hands out copies).
+// Its own fields are values, but RegisteredClaims holds the dates by pointer: the token
+// cache copies Claims with clone.
 type Claims struct {
 	// RegisteredClaims holds iss, sub, exp, nbf and iat, for golang-jwt's Validator. aud and jti
 	// are not read, as clerksync checks neither: Audience and ID stay empty.
@@ -50,6 +51,21 @@ type Organization struct {
 	ID   string `json:"id"`  // the Clerk organization id
 	Role string `json:"rol"` // the member's role in it, as the token spells it
 	Slug string `json:"slg"`
+}
+
+// clone returns a copy of c that shares no memory with it.
+func (c *Claims) clone() *Claims {
+	cp := *c
+	date := func(d *jwt.NumericDate) *jwt.NumericDate {
+		if d == nil {
+			return nil
+		}
+		copied := *d
+		return &copied
+	}
+	cp.ExpiresAt, cp.NotBefore, cp.IssuedAt = date(c.ExpiresAt), date(c.NotBefore), date(c.IssuedAt)
+	cp.Audience = slices.Clone(c.Audience)
+	return &cp
 }
 
 // UserID returns the Clerk user id (sub) the token was issued to.
