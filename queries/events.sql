@@ -30,8 +30,9 @@ SELECT * FROM dead_letters WHERE id = @id;
 -- name: PendingDeadLetters :many
 SELECT * FROM dead_letters WHERE retried_at IS NULL ORDER BY id;
 
--- name: MarkDeadLetterRetried :execrows
-UPDATE dead_letters SET retried_at = now() WHERE id = @id AND retried_at IS NULL;
+-- name: MarkDeadLettersRetried :execrows
+-- Marks dead letters retried, in the transaction that applied them.
+UPDATE dead_letters SET retried_at = now() WHERE id = ANY(@ids::bigint[]) AND retried_at IS NULL;
 
 -- name: IsProcessed :one
 -- Whether a svix-id's effect is already committed.

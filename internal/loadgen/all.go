@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/service"
 	"github.com/clerksync/clerksync/internal/worker"
 )
@@ -345,7 +344,7 @@ func stageName(what, policy string, clients int) string {
 func drainWorker(ctx context.Context, stage string, st *Stack, want int, p *Progress) (Result, error) {
 	conn, err := pgx.Connect(ctx, st.DatabaseURL)
 	if err != nil {
-		return Result{}, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
+		return Result{}, fmt.Errorf("connecting to postgres: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	p.Stage(stage, want)

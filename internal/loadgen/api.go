@@ -127,7 +127,7 @@ func (m *Minter) MintAll(users []string, now time.Time, ttl time.Duration) ([]st
 func SyncedUsers(ctx context.Context, databaseURL string, limit int) ([]string, error) {
 	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	rows, err := conn.Query(ctx, "SELECT clerk_user_id FROM users WHERE deleted_at IS NULL ORDER BY clerk_user_id LIMIT $1", limit)

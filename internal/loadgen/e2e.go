@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/clerksync/clerksync/internal/postgres"
 )
 
 // E2EOptions configures E2E.
@@ -41,7 +39,7 @@ func E2E(ctx context.Context, stage string, o E2EOptions) (Result, error) {
 	}
 	conn, err := pgx.Connect(ctx, o.DatabaseURL)
 	if err != nil {
-		return Result{}, fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
+		return Result{}, fmt.Errorf("connecting to postgres: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 

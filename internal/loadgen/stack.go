@@ -282,7 +282,7 @@ func (s *Stack) scratchDatabase(ctx context.Context, admin string) (string, erro
 	name := "clerksync_loadgen_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		return "", fmt.Errorf("connecting to postgres: %w", postgres.InterpretError(err))
+		return "", fmt.Errorf("connecting to postgres: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/clerksync/clerksync/internal/clerk"
-	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/worker"
 )
 
@@ -55,7 +54,7 @@ func Upsert(ctx context.Context, stage string, o UpsertOptions) (Result, error) 
 
 	table := pgx.Identifier{"loadgen_users_" + strconv.FormatInt(time.Now().UnixNano(), 36)}.Sanitize()
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+table+" (LIKE users INCLUDING ALL)"); err != nil {
-		return Result{}, fmt.Errorf("creating the scratch table (is the database migrated?): %w", postgres.InterpretError(err))
+		return Result{}, fmt.Errorf("creating the scratch table (is the database migrated?): %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -113,7 +112,7 @@ func Upsert(ctx context.Context, stage string, o UpsertOptions) (Result, error) 
 	wg.Wait()
 	elapsed := time.Since(start)
 	if firstErr != nil {
-		return Result{}, fmt.Errorf("upserting: %w", postgres.InterpretError(firstErr))
+		return Result{}, fmt.Errorf("upserting: %w", firstErr)
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err

@@ -32,7 +32,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 	}
 	results, err := provider.Up(ctx)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", InterpretError(err))
+		return fmt.Errorf("migrating: %w", err)
 	}
 	for _, r := range results {
 		logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)

@@ -23,10 +23,6 @@ import (
 // DefaultURL is DATABASE_URL's default.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/clerksync?sslmode=disable"
 
-// ErrUnavailable means Postgres could not be reached or dropped the connection: the operation may
-// succeed later and must be retried, never given up on.
-var ErrUnavailable = errors.New("postgres unavailable")
-
 // Open connects a pool to url and checks that the server answers.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return OpenConns(ctx, url, 0)
@@ -54,7 +50,7 @@ func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to postgres at %s: %w", cfg.ConnConfig.Host, InterpretError(err))
+		return nil, fmt.Errorf("connecting to postgres at %s: %w", cfg.ConnConfig.Host, err)
 	}
 	return pool, nil
 }
@@ -62,61 +58,83 @@ func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error
 // InTx runs fn in one transaction with the generated queries bound to it, committing when fn
 // returns nil and rolling back otherwise.
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(q *dbsqlc.Queries) error) error {
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		return fn(dbsqlc.New(tx))
 	})
-	return InterpretError(err)
 }
 
 // Ping reports whether Postgres answers within a short deadline.
 func Ping(ctx context.Context, pool *pgxpool.Pool) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return InterpretError(pool.Ping(ctx))
+	return pool.Ping(ctx)
 }
 
-// InterpretError wraps err with ErrUnavailable when it means the server was out of reach
-// (connection refused or lost, shutdown, too many connections, a read-only failover) so
-// callers can tell a transient outage from a failure of the statement itself.
-func InterpretError(err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) {
-		return err
-	}
-	if IsUnavailable(err) {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return err
-}
+// Fault is what a failed statement means for whoever would run it again. Classify is the one
+// place that decides it; callers branch on the Fault, never on SQLSTATEs of their own.
+type Fault int
 
-// IsUnavailable reports whether err means Postgres could not be reached.
-func IsUnavailable(err error) bool {
-	if errors.Is(err, ErrUnavailable) {
-		return true
+const (
+	// FaultNone: no error.
+	FaultNone Fault = iota
+	// FaultUnavailable: Postgres could not be reached or dropped the connection (refused, lost,
+	// shutting down, too many connections, a read-only failover). It heals by itself: wait for
+	// the server and run the statement again, spending no attempt.
+	FaultUnavailable
+	// FaultConflict: a deadlock or serialization failure with another transaction. Run it again
+	// at once.
+	FaultConflict
+	// FaultPermanent: the statement can never succeed with these inputs (a data exception, an
+	// integrity violation, a syntax or undefined-object error, a program limit): retrying only
+	// delays it. Whatever carried the inputs is poison.
+	FaultPermanent
+	// FaultOther: anything else with the server reachable (a trigger's exception, a statement
+	// timeout, an internal error): it may heal, so retry with back-off, a bounded number of times.
+	FaultOther
+)
+
+// Classify says what err means for running the statement again.
+func Classify(err error) Fault {
+	if err == nil {
+		return FaultNone
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code[:2] {
-		case "08", // connection exception
-			"53", // insufficient resources (too many connections, disk full)
-			"57": // operator intervention (admin shutdown, crash shutdown, cannot connect now)
-			return pgErr.Code != "57014" // query_canceled is ours, not the server's
-		case "25":
-			return pgErr.Code == "25006" // read-only transaction: a failover in progress
+		switch class := pgErr.Code[:2]; {
+		case pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
+			return FaultConflict
+		case pgErr.Code == "57014": // query_canceled: our own deadline, not the server's doing
+			return FaultOther
+		case class == "08", // connection exception
+			class == "53",         // insufficient resources (too many connections, disk full)
+			class == "57",         // operator intervention (admin shutdown, crash shutdown, cannot connect now)
+			pgErr.Code == "25006": // read-only transaction: a failover in progress
+			return FaultUnavailable
+		case pgErr.Code == "23505": // unique_violation: two writers racing; the ON CONFLICT clauses settle it on a rerun
+			return FaultOther
+		case class == "22", // data exception: a NUL in jsonb, a bad encoding, a value out of range
+			class == "23", // integrity constraint violation
+			class == "42", // syntax error or access rule violation, undefined column or table
+			class == "54": // program limit exceeded: an index row too large
+			return FaultPermanent
 		}
-		return false
+		return FaultOther
 	}
 	// The server closed the connection under a statement (pgx reports the cut as an unexpected
 	// EOF): it was lost, whether or not the statement ran.
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return true
+		return FaultUnavailable
 	}
 	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return true
-	}
 	var connectErr *pgconn.ConnectError
-	if errors.As(err, &connectErr) {
-		return true
+	if errors.As(err, &netErr) || errors.As(err, &connectErr) {
+		return FaultUnavailable
 	}
-	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled)
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) && !errors.Is(err, context.Canceled) {
+		return FaultUnavailable
+	}
+	return FaultOther
 }
+
+// IsUnavailable reports whether err means Postgres could not be reached (FaultUnavailable).
+func IsUnavailable(err error) bool { return Classify(err) == FaultUnavailable }

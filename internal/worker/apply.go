@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
+	"log/slog"
+	"math"
+	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/clerksync/clerksync/internal/clerk"
 	"github.com/clerksync/clerksync/internal/event"
@@ -19,13 +19,71 @@ import (
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 )
 
-// message is one stream message as the apply code sees it, whichever path read it: the durable
-// consumer, a replay, or a dead letter being retried.
-type message struct {
+// delivery is one stream message on its way to a verdict, whichever source read it: the durable
+// consumer, a replay, a dead letter being retried, or a MaxDeliver advisory. parse fills in what
+// it carries; the source fills in how to settle it.
+type delivery struct {
 	Seq     uint64
 	Subject string
 	EventID string // the svix-id
 	Body    []byte
+
+	// Type is the event type ("" when the body has none); user is the parsed event, nil for a
+	// type the worker does not fold (ignored) and for poison; poison says why it can never apply.
+	Type   string
+	user   *clerk.UserEvent
+	poison error
+
+	// attempt is how many times the message was delivered, this time included (1 for a source
+	// that never delivers twice).
+	attempt uint64
+	// deadLetter is the dead_letters row a retry re-applies, marked retried in the transaction
+	// that applies it.
+	deadLetter int64
+	// msg is the durable consumer's message, acked, NAKed or terminated on its result.
+	msg jetstream.Msg
+}
+
+// parse reads what the fold needs from d's body. A message that can never apply gets a poison
+// error; one of a type the worker does not fold gets neither an event nor an error.
+func (d *delivery) parse() {
+	ev, err := clerk.ParseUserEvent(d.Body)
+	if err == nil {
+		d.Type, d.user = ev.Type, &ev
+		if d.EventID == "" {
+			d.user, d.poison = nil, fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
+		}
+		return
+	}
+	// Only a failure needs the envelope, to tell an event type the worker does not fold (ignored)
+	// from a broken one (poison).
+	env, envErr := clerk.ParseEnvelope(d.Body)
+	if envErr != nil {
+		d.poison = fmt.Errorf("parsing event: %w", envErr)
+		return
+	}
+	d.Type = env.Type
+	if folded(env.Type) {
+		d.poison = fmt.Errorf("parsing %s: %w", env.Type, err)
+	}
+}
+
+// key is what partitions deliveries between lanes: the user an event is about, so no two
+// transactions in flight touch one user.
+func (d *delivery) key() string {
+	if d.user != nil {
+		return d.user.ClerkUserID
+	}
+	return d.EventID
+}
+
+// folded reports whether the worker folds events of type typ.
+func folded(typ string) bool {
+	switch typ {
+	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
+		return true
+	}
+	return false
 }
 
 // outcome is what became of one message; it is also the "outcome" label of the events metric.
@@ -36,217 +94,283 @@ const (
 	outcomeDuplicate    outcome = "duplicate"     // its svix-id was already in processed_events
 	outcomeStale        outcome = "stale"         // recorded, but a newer version (or a tombstone) wins
 	outcomeIgnored      outcome = "ignored"       // an event type the worker does not apply
-	outcomeDeadLettered outcome = "dead_lettered" // parked in dead_letters
-	outcomeRetried      outcome = "retried"       // failed with Postgres reachable, NAKed with a delay
+	outcomeDeadLettered outcome = "dead_lettered" // parked in dead_letters (or, in a dry run, would be)
+	outcomeRetried      outcome = "retried"       // failed with Postgres reachable: to be delivered again later
 )
 
-// decoded is a message after parsing. Event is nil for a type the worker does not apply (a user.*
-// event other than created, updated and deleted): such a message is acknowledged and counted.
-type decoded struct {
-	message
-	Type  string
-	Event *clerk.UserEvent
+// result is the verdict on one delivery. An empty outcome means none was reached: the worker
+// stopped while Postgres was out of reach, and the message stays unsettled.
+type result struct {
+	outcome outcome
+	// retryIn is how long an outcomeRetried message waits before its next delivery.
+	retryIn time.Duration
 }
 
-// decode parses m. An error means m can never apply: it is poison, to be parked in dead_letters.
-func decode(m message) (decoded, error) {
-	// The common case first: one parse. Only a failure needs the envelope, to tell an event type
-	// the worker does not apply (ignored) from a broken one (poison).
-	ev, err := clerk.ParseUserEvent(m.Body)
-	if err == nil {
-		d := decoded{message: m, Type: ev.Type, Event: &ev}
-		if m.EventID == "" {
-			return d, fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
-		}
-		return d, nil
-	}
-	env, envErr := clerk.ParseEnvelope(m.Body)
-	if envErr != nil {
-		return decoded{message: m}, fmt.Errorf("parsing event: %w", envErr)
-	}
-	d := decoded{message: m, Type: env.Type}
-	switch env.Type {
-	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
-		return d, fmt.Errorf("parsing %s: %w", env.Type, err)
-	}
-	return d, nil
+// errStopping means the worker was asked to stop while Postgres was out of reach: the deliveries
+// without a verdict stay unsettled, and JetStream delivers them again after AckWait.
+var errStopping = errors.New("stopping")
+
+// applier is the one path from deliveries to verdicts, whatever their source: it parks poison,
+// applies the rest in one transaction, splits a failing transaction until the failing events
+// stand alone, retries or parks those, waits out a Postgres outage, and counts every verdict.
+// Sources only read messages and settle the results.
+type applier struct {
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+	tally  *tally
+	// maxAttempts: an event failing with Postgres reachable on its maxAttempts-th delivery is
+	// parked; before, it is retried later. 1 parks at once (sources that never redeliver).
+	maxAttempts               int
+	retryDelay, retryMaxDelay time.Duration
+	// timeout bounds one transaction.
+	timeout time.Duration
+	// reapply folds events already in processed_events again, rewriting equal versions.
+	reapply bool
+	// dryRun runs every transaction and rolls it back, and parks nothing.
+	dryRun bool
+	// waitForPostgres, when set, waits until Postgres answers again (errStopping when ctx ends
+	// first), holding ds; when nil, an outage ends apply with the error.
+	waitForPostgres func(ctx context.Context, ds []*delivery) error
 }
 
-// metricType is the "type" label of a message: one of the types the worker applies, else "other",
-// so an unknown event type cannot grow the metric without bound.
-func metricType(typ string) string {
-	switch typ {
-	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
-		return typ
-	}
-	return "other"
-}
-
-// UserID is the users.user_id of a Clerk user: UUIDv5 of "clerk:" + its id, stable across replays
-// and rebuilds.
-func UserID(clerkUserID string) uuid.UUID {
-	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID))
-}
-
-// SubscriptionID is the subscription_id of a Clerk user's subscription, derived like UserID so a
-// rebuild keeps it.
-func SubscriptionID(clerkUserID string) uuid.UUID {
-	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkUserID+":subscription"))
-}
-
-// eventRows are a batch's events as ApplyEvents takes them, one slice per column. A delete has
-// deleted_at set (its timestamp) and every Clerk-derived column NULL.
-type eventRows dbsqlc.ApplyEventsParams
-
-func (r *eventRows) add(d decoded) {
-	ev := d.Event
-	r.EventIds = append(r.EventIds, d.EventID)
-	r.EventTypes = append(r.EventTypes, d.Type)
-	r.StreamSeqs = append(r.StreamSeqs, int64(d.Seq))
-	r.UserIds = append(r.UserIds, UserID(ev.ClerkUserID))
-	r.SubscriptionIds = append(r.SubscriptionIds, SubscriptionID(ev.ClerkUserID))
-	r.ClerkUserIds = append(r.ClerkUserIds, ev.ClerkUserID)
-	if ev.User == nil {
-		r.Emails = append(r.Emails, nil)
-		r.Usernames = append(r.Usernames, nil)
-		r.FirstNames = append(r.FirstNames, nil)
-		r.LastNames = append(r.LastNames, nil)
-		r.ImageUrls = append(r.ImageUrls, nil)
-		r.ClerkData = append(r.ClerkData, nil)
-		r.ClerkCreatedAts = append(r.ClerkCreatedAts, pgtype.Timestamptz{})
-		r.ClerkUpdatedAts = append(r.ClerkUpdatedAts, pgtype.Timestamptz{})
-		r.DeletedAts = append(r.DeletedAts, pgtype.Timestamptz{Time: ev.Timestamp, Valid: true})
-		return
-	}
-	u := ev.User
-	r.Emails = append(r.Emails, u.Email)
-	r.Usernames = append(r.Usernames, u.Username)
-	r.FirstNames = append(r.FirstNames, u.FirstName)
-	r.LastNames = append(r.LastNames, u.LastName)
-	r.ImageUrls = append(r.ImageUrls, u.ImageURL)
-	// The user object exactly as Clerk sent it: Postgres parses it once, into jsonb.
-	r.ClerkData = append(r.ClerkData, u.Data)
-	created := pgtype.Timestamptz{}
-	if u.CreatedAt != nil {
-		created = pgtype.Timestamptz{Time: *u.CreatedAt, Valid: true}
-	}
-	r.ClerkCreatedAts = append(r.ClerkCreatedAts, created)
-	r.ClerkUpdatedAts = append(r.ClerkUpdatedAts, pgtype.Timestamptz{Time: u.UpdatedAt, Valid: true})
-	r.DeletedAts = append(r.DeletedAts, pgtype.Timestamptz{})
-}
-
-// applyEvents applies evs (all decoded user events) with q and returns each one's outcome. One
-// statement (ApplyEvents) does it all: it records the svix-ids in processed_events, folds the new
-// events per user (any delete makes a tombstone at the earliest delete's timestamp; otherwise the
-// greatest version (data.updated_at, svix-id as bytes) wins), writes each user at most once, and
-// its subscription and usage row. With reapply the ledger does not filter: every event is folded
-// again and an equal version is rewritten.
-func applyEvents(ctx context.Context, q *dbsqlc.Queries, evs []decoded, reapply bool) ([]outcome, error) {
-	outcomes := make([]outcome, len(evs))
-
-	// A svix-id may come twice in one batch (a Svix retry outside the stream's duplicate window):
-	// the first copy stands for both. The events go in svix-id order, the order every worker
-	// writes the ledger in.
-	first := make(map[string]int, len(evs))
-	for i, e := range evs {
-		if _, seen := first[e.EventID]; seen {
-			outcomes[i] = outcomeDuplicate
-			continue
-		}
-		first[e.EventID] = i
-	}
-	order := make([]int, 0, len(first))
-	for _, i := range first {
-		order = append(order, i)
-	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(evs[a].EventID, evs[b].EventID) })
-	rows := eventRows{Reapply: reapply}
-	for _, i := range order {
-		rows.add(evs[i])
-		outcomes[i] = outcomeDuplicate // unless ApplyEvents returns it
-	}
-	results, err := q.ApplyEvents(ctx, dbsqlc.ApplyEventsParams(rows))
-	if err != nil {
-		return nil, fmt.Errorf("applying events: %w", err)
-	}
-	for _, r := range results {
-		i, ok := first[r.EventID]
-		if !ok {
-			return nil, fmt.Errorf("applying events: unexpected svix-id %q in the result", r.EventID)
-		}
-		outcomes[i] = outcomeStale
-		if r.Applied {
-			outcomes[i] = outcomeApplied
+// apply takes ds to their verdicts, one result each. It returns an error, with the results
+// reached so far, only when Postgres is out of reach and the applier does not wait, or when ctx
+// ended while it waited (errStopping).
+func (a *applier) apply(ctx context.Context, ds []*delivery) ([]result, error) {
+	results := make([]result, len(ds))
+	var fold []int // what goes into a transaction
+	for i, d := range ds {
+		switch {
+		case d.poison != nil:
+			r, err := a.park(ctx, d, d.poison, "poison")
+			if err != nil {
+				return results, err
+			}
+			results[i] = r
+		case d.user == nil && d.deadLetter == 0:
+			results[i] = a.verdict(d, result{outcome: outcomeIgnored}, time.Time{})
+		default:
+			fold = append(fold, i)
 		}
 	}
-	return outcomes, nil
+	return results, a.commitOrSplit(ctx, ds, fold, results)
 }
 
-// applyTx applies evs in one transaction and returns each one's outcome. also, when not nil, runs
-// in the same transaction (a retried dead letter is marked in the transaction that applies it).
-// A deadlock or serialization failure between workers is retried; any other error is returned,
-// wrapping postgres.ErrUnavailable when Postgres could not be reached.
-func applyTx(ctx context.Context, pool *pgxpool.Pool, evs []decoded, reapply bool, also func(*dbsqlc.Queries) error) ([]outcome, error) {
+// commitOrSplit applies the deliveries ds[idx] in one transaction. When it fails with Postgres
+// reachable, each half is applied on its own, down to a lone failing delivery, which is retried
+// later or parked: one bad event holds back none of the others, and finding it takes a logarithmic
+// number of transactions.
+func (a *applier) commitOrSplit(ctx context.Context, ds []*delivery, idx []int, results []result) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	batch := make([]*delivery, len(idx))
+	for k, i := range idx {
+		batch[k] = ds[i]
+	}
 	var outcomes []outcome
-	var err error
+	err := a.untilReachable(ctx, batch, func(ctx context.Context) (err error) {
+		outcomes, err = a.commit(ctx, batch)
+		return err
+	})
+	switch {
+	case err == nil:
+		committed := time.Now()
+		for k, i := range idx {
+			results[i] = a.verdict(ds[i], result{outcome: outcomes[k]}, committed)
+		}
+		return nil
+	case errors.Is(err, errStopping) || postgres.IsUnavailable(err):
+		return err
+	case len(idx) > 1:
+		a.logger.Warn("batch failed: applying it in halves", "events", len(idx), "err", err)
+		half := len(idx) / 2
+		if err := a.commitOrSplit(ctx, ds, idx[:half], results); err != nil {
+			return err
+		}
+		return a.commitOrSplit(ctx, ds, idx[half:], results)
+	}
+	d, i := ds[idx[0]], idx[0]
+	if postgres.Classify(err) == postgres.FaultPermanent {
+		results[i], err = a.park(ctx, d, fmt.Errorf("cannot apply: %w", err), "poison")
+		return err
+	}
+	if d.attempt >= uint64(a.maxAttempts) {
+		reason := err
+		if a.maxAttempts > 1 {
+			reason = fmt.Errorf("failed %d times, last: %w", d.attempt, err)
+		}
+		results[i], err = a.park(ctx, d, reason, "max_attempts")
+		return err
+	}
+	r := result{outcome: outcomeRetried, retryIn: backoff(a.retryDelay, a.retryMaxDelay, d.attempt)}
+	a.logger.Warn("event failed: retrying later", "seq", d.Seq, "event_id", d.EventID, "type", d.Type,
+		"attempt", d.attempt, "max_attempts", a.maxAttempts, "retry_in", r.retryIn, "err", err)
+	results[i] = a.verdict(d, r, time.Time{})
+	return nil
+}
+
+// commit applies ds (none of them poison) in one transaction and returns each one's outcome. A
+// plain batch is one statement, its own implicit transaction (no BEGIN and COMMIT round trips);
+// a dry run, or a batch of dead letters to mark retried, gets an explicit one. A deadlock or
+// serialization failure between workers is retried at once.
+func (a *applier) commit(ctx context.Context, ds []*delivery) ([]outcome, error) {
+	var retried []int64
+	for _, d := range ds {
+		if d.deadLetter != 0 {
+			retried = append(retried, d.deadLetter)
+		}
+	}
 	for attempt := 1; ; attempt++ {
-		if also == nil {
-			// ApplyEvents is one statement: alone, it is its own transaction, which saves the
-			// round trips of BEGIN and COMMIT.
-			outcomes, err = applyEvents(ctx, dbsqlc.New(pool), evs, reapply)
-			err = postgres.InterpretError(err)
+		var outcomes []outcome
+		var err error
+		if !a.dryRun && len(retried) == 0 {
+			outcomes, err = a.fold(ctx, dbsqlc.New(a.pool), ds)
 		} else {
-			err = postgres.InTx(ctx, pool, func(q *dbsqlc.Queries) error {
+			err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+				q := dbsqlc.New(tx)
 				var err error
-				if outcomes, err = applyEvents(ctx, q, evs, reapply); err != nil {
+				if outcomes, err = a.fold(ctx, q, ds); err != nil {
 					return err
 				}
-				return also(q)
+				if len(retried) > 0 {
+					if _, err := q.MarkDeadLettersRetried(ctx, retried); err != nil {
+						return fmt.Errorf("marking dead letters retried: %w", err)
+					}
+				}
+				if a.dryRun {
+					return errRollback
+				}
+				return nil
 			})
+			if errors.Is(err, errRollback) {
+				err = nil
+			}
 		}
-		if err == nil || !isConflict(err) || attempt == 5 {
+		if err == nil || postgres.Classify(err) != postgres.FaultConflict || attempt == 5 {
 			return outcomes, err
 		}
 	}
 }
 
-// errDryRun rolls back a dry run's transaction.
-var errDryRun = errors.New("dry run")
+// errRollback ends a dry run's transaction.
+var errRollback = errors.New("dry run: rolled back")
 
-// previewTx computes what applyTx would do without writing anything: the same statements run in a
-// transaction that is rolled back.
-func previewTx(ctx context.Context, pool *pgxpool.Pool, evs []decoded, reapply bool) ([]outcome, error) {
-	outcomes, err := applyTx(ctx, pool, evs, reapply, func(*dbsqlc.Queries) error { return errDryRun })
-	if errors.Is(err, errDryRun) {
+// fold runs the fold statement of each kind of event in ds with q and returns each delivery's
+// outcome: users today (foldUsers); a new kind of object adds its statement here. Deliveries
+// with no event (dead letters of an ignored type) are ignored.
+func (a *applier) fold(ctx context.Context, q *dbsqlc.Queries, ds []*delivery) ([]outcome, error) {
+	outcomes := make([]outcome, len(ds))
+	var users []int
+	for i, d := range ds {
+		if d.user == nil {
+			outcomes[i] = outcomeIgnored
+			continue
+		}
+		users = append(users, i)
+	}
+	if len(users) == 0 {
 		return outcomes, nil
 	}
-	return nil, err
-}
-
-// isConflict reports a deadlock or serialization failure: the transaction may simply be run again.
-func isConflict(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
-}
-
-// parkMessage writes m to dead_letters with the reason it cannot apply. parked is false when the
-// message is already parked and waiting for an operator.
-func parkMessage(ctx context.Context, pool *pgxpool.Pool, m message, reason error) (parked bool, err error) {
-	if m.Body == nil {
-		m.Body = []byte{} // payload is NOT NULL: an empty message is parked as empty
+	evs := make([]*delivery, len(users))
+	for k, i := range users {
+		evs[k] = ds[i]
 	}
-	_, err = dbsqlc.New(pool).InsertDeadLetter(ctx, dbsqlc.InsertDeadLetterParams{
-		EventID:   pgtype.Text{String: m.EventID, Valid: m.EventID != ""},
-		StreamSeq: int64(m.Seq),
-		Subject:   m.Subject,
-		Error:     reason.Error(),
-		Payload:   m.Body,
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
+	folded, err := foldUsers(ctx, q, evs, a.reapply)
 	if err != nil {
-		return false, fmt.Errorf("parking stream message %d in dead_letters: %w", m.Seq, postgres.InterpretError(err))
+		return nil, err
 	}
-	return true, nil
+	for k, i := range users {
+		outcomes[i] = folded[k]
+	}
+	return outcomes, nil
+}
+
+// park writes d to dead_letters with the reason it cannot apply (waiting out a Postgres outage)
+// and returns its verdict. A message already parked and not yet retried is not parked twice; a
+// dry run parks nothing.
+func (a *applier) park(ctx context.Context, d *delivery, reason error, why string) (result, error) {
+	parked := false
+	if !a.dryRun {
+		body := d.Body
+		if body == nil {
+			body = []byte{} // payload is NOT NULL: an empty message is parked as empty
+		}
+		err := a.untilReachable(ctx, []*delivery{d}, func(ctx context.Context) error {
+			_, err := dbsqlc.New(a.pool).InsertDeadLetter(ctx, dbsqlc.InsertDeadLetterParams{
+				EventID:   pgtype.Text{String: d.EventID, Valid: d.EventID != ""},
+				StreamSeq: int64(d.Seq),
+				Subject:   d.Subject,
+				Error:     reason.Error(),
+				Payload:   body,
+			})
+			parked = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // already parked, waiting for an operator
+			}
+			return err
+		})
+		if err != nil {
+			if !errors.Is(err, errStopping) {
+				err = fmt.Errorf("parking stream message %d in dead_letters: %w", d.Seq, err)
+			}
+			return result{}, err
+		}
+	}
+	if parked {
+		a.tally.parked(why)
+	}
+	msg := "message parked in dead_letters"
+	switch {
+	case a.dryRun:
+		msg = "message cannot apply (dry run: not parked)"
+	case !parked:
+		msg = "message cannot apply: already in dead_letters"
+	}
+	a.logger.Error(msg, "seq", d.Seq, "subject", d.Subject, "event_id", d.EventID, "reason", why, "err", reason)
+	return a.verdict(d, result{outcome: outcomeDeadLettered}, time.Time{}), nil
+}
+
+// summaryOf returns the outcomes counted so far, with what the source counted itself (messages
+// read, the last sequence).
+func (a *applier) summaryOf(source Summary) Summary {
+	sum := a.tally.summary()
+	sum.Read, sum.LastSeq = source.Read, source.LastSeq
+	return sum
+}
+
+// verdict counts r, the one place outcomes are counted, and returns it.
+func (a *applier) verdict(d *delivery, r result, committed time.Time) result {
+	a.tally.add(d, r.outcome, committed)
+	return r
+}
+
+// untilReachable runs fn until it succeeds or fails with Postgres reachable, waiting out an
+// outage in between when the applier waits (ds are the deliveries fn works for). fn gets a
+// context that outlives ctx, so a transaction under way when the worker stops is finished.
+func (a *applier) untilReachable(ctx context.Context, ds []*delivery, fn func(context.Context) error) error {
+	for {
+		fnCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.timeout)
+		err := fn(fnCtx)
+		cancel()
+		if !postgres.IsUnavailable(err) || a.waitForPostgres == nil {
+			return err
+		}
+		a.logger.Warn("postgres unavailable: holding the batch until it is back", "messages", len(ds), "err", err)
+		if err := a.waitForPostgres(ctx, ds); err != nil {
+			return err
+		}
+	}
+}
+
+// backoff is the delay before delivery attempt+1: base doubled per attempt, at most limit.
+func backoff(base, limit time.Duration, attempt uint64) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	d := float64(base) * math.Pow(2, float64(attempt-1))
+	if d > float64(limit) {
+		return limit
+	}
+	return time.Duration(d)
 }

@@ -19,7 +19,7 @@ import (
 // TestApplyConverges is the property behind the projection: for seeded random histories, each
 // event delivered one to three times, in random order and random batches, the final rows equal
 // the reference fold. Cases share one database (their users are disjoint) and run four at a time;
-// each goes through the same decode and applyTx as the consumer.
+// each goes through the same parse and applier as the consumer.
 //
 // Replay a failure with CLERKSYNC_PROPERTY_SEED (and CLERKSYNC_PROPERTY_CASE for one case);
 // CLERKSYNC_PROPERTY_CASES changes the number of cases (default 2000).
@@ -143,15 +143,14 @@ func TestApplyConverges(t *testing.T) {
 // applyBatch decodes events (their bodies by svix-id) as stream messages and applies them in
 // one transaction, returning each one's outcome.
 func applyBatch(pool *pgxpool.Pool, batch []histEvent, bodies map[string][]byte, seqBase uint64) ([]outcome, error) {
-	evs := make([]decoded, len(batch))
+	ds := make([]*delivery, len(batch))
 	for k, e := range batch {
-		d, err := decode(message{Seq: seqBase + uint64(k) + 1, Subject: "clerk." + e.Type, EventID: e.ID, Body: bodies[e.ID]})
-		if err != nil {
-			return nil, err
+		ds[k] = newDelivery(seqBase+uint64(k)+1, "clerk."+e.Type, e.ID, bodies[e.ID])
+		if ds[k].poison != nil {
+			return nil, ds[k].poison
 		}
-		evs[k] = d
 	}
-	return applyTx(context.Background(), pool, evs, false, nil)
+	return applyOnce(context.Background(), pool, ds)
 }
 
 func envInt(t *testing.T, name string, def int) int {
@@ -167,7 +166,7 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
-// BenchmarkApplyBatch measures the apply path (decode, one transaction, the ledger and the fold)
+// BenchmarkApplyBatch measures the apply path (parse, one transaction, the ledger and the fold)
 // for batches of 1, 16 and 256 events: user.updated events with new svix-ids for a pool of 10,000
 // existing users, each version newer than the last, so every event applies.
 func BenchmarkApplyBatch(b *testing.B) {
@@ -176,25 +175,29 @@ func BenchmarkApplyBatch(b *testing.B) {
 			pool := postgrestest.NewPool(b)
 			const users = 10000
 			next := 0
+			type message struct {
+				seq  uint64
+				id   string
+				body []byte
+			}
 			messages := func(size int) []message {
 				msgs := make([]message, size)
 				for k := range msgs {
 					next++
 					e := updated(fmt.Sprintf("msg_%09d", next), fmt.Sprintf("user_bench_%05d", next%users), 1700000000000+int64(next))
-					msgs[k] = message{Seq: uint64(next), Subject: "clerk.user.updated", EventID: e.ID, Body: e.body(b)}
+					msgs[k] = message{uint64(next), e.ID, e.body(b)}
 				}
 				return msgs
 			}
 			ctx := context.Background()
 			apply := func(msgs []message) []outcome {
-				evs := make([]decoded, len(msgs))
+				ds := make([]*delivery, len(msgs))
 				for k, m := range msgs {
-					var err error
-					if evs[k], err = decode(m); err != nil {
-						b.Fatal(err)
+					if ds[k] = newDelivery(m.seq, "clerk.user.updated", m.id, m.body); ds[k].poison != nil {
+						b.Fatal(ds[k].poison)
 					}
 				}
-				outcomes, err := applyTx(ctx, pool, evs, false, nil)
+				outcomes, err := applyOnce(ctx, pool, ds)
 				if err != nil {
 					b.Fatal(err)
 				}

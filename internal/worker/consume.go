@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +21,12 @@ import (
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 )
 
-// consumer drives the durable consumer: fetch a batch, apply it, acknowledge.
+// consumer is the durable consumer's source and sink for the applier. One goroutine fetches and
+// decodes; Parallelism lanes apply. A lane takes whatever its queue holds, up to a batch, applies
+// it in one transaction and settles each message at once (ack, NAK with a delay, or terminate), so
+// fetching and decoding the next messages overlap the transactions of the ones before, and no lane
+// waits for another. Messages are partitioned between lanes by user, so no two transactions in
+// flight touch one user.
 type consumer struct {
 	cfg     Config
 	logger  *slog.Logger
@@ -30,33 +34,144 @@ type consumer struct {
 	js      jetstream.JetStream
 	cons    jetstream.Consumer // only the run loop uses it
 	metrics *metrics
+	applier *applier
+
+	mu sync.Mutex
+	// inflight are the messages fetched and not yet settled: while Postgres is out of reach they
+	// are all held from redelivery, the queued ones as well as the batches waiting for it.
+	inflight map[*delivery]struct{}
+	// back is non-nil while an outage is waited out, and closed when Postgres answers again.
+	back chan struct{}
 }
 
-// pending is one fetched message on its way through a batch.
-type pending struct {
-	msg jetstream.Msg
-	decoded
+func newConsumer(cfg Config, logger *slog.Logger, pool *pgxpool.Pool, js jetstream.JetStream, cons jetstream.Consumer, m *metrics) *consumer {
+	c := &consumer{cfg: cfg, logger: logger, pool: pool, js: js, cons: cons, metrics: m, inflight: map[*delivery]struct{}{}}
+	c.applier = &applier{
+		pool: pool, logger: logger, tally: newTally(m),
+		maxAttempts: cfg.MaxAttempts, retryDelay: cfg.RetryDelay, retryMaxDelay: cfg.RetryMaxDelay,
+		timeout: cfg.AckWait / 2, waitForPostgres: c.waitForPostgres,
+	}
+	return c
 }
 
-// errStopping means the worker was asked to stop while it held messages waiting for Postgres:
-// they stay unacknowledged and JetStream delivers them again after AckWait.
-var errStopping = errors.New("stopping")
-
-// run fetches and applies batches until ctx ends. A batch already fetched is always finished:
-// applied, committed and acknowledged, under a context that outlives ctx.
+// run fetches until ctx ends, then lets the lanes finish what was fetched: each message is
+// applied and settled, except during a Postgres outage, when what has no verdict yet is left
+// unacknowledged and JetStream delivers it again after AckWait.
 func (c *consumer) run(ctx context.Context) error {
+	lanes := make([]chan *delivery, c.cfg.Parallelism)
+	var wg sync.WaitGroup
+	for i := range lanes {
+		// One batch queued behind the one being applied.
+		lanes[i] = make(chan *delivery, c.cfg.BatchSize)
+		wg.Go(func() { c.lane(ctx, lanes[i]) })
+	}
+	defer func() {
+		for _, l := range lanes {
+			close(l)
+		}
+		wg.Wait()
+	}()
 	for ctx.Err() == nil {
+		if c.waitUntilBack(ctx) != nil {
+			break // fetch nothing more while Postgres is out of reach
+		}
 		msgs, err := c.fetch()
 		if err != nil {
 			c.logger.Warn("fetching from the stream", "err", err)
 			c.recreateIfGone(ctx)
 			sleep(ctx, time.Second)
 		}
-		if len(msgs) > 0 {
-			c.handle(ctx, msgs)
+		for _, d := range c.decodeAll(msgs) {
+			lanes[lane(d.key(), len(lanes))] <- d
 		}
 	}
 	return nil
+}
+
+// lane applies what arrives on in, a batch at a time, until in is closed.
+func (c *consumer) lane(ctx context.Context, in <-chan *delivery) {
+	stopping := false
+	for d := range in {
+		batch := []*delivery{d}
+	fill:
+		for len(batch) < c.cfg.BatchSize {
+			select {
+			case d, ok := <-in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, d)
+			default:
+				break fill
+			}
+		}
+		if stopping {
+			c.untrack(batch) // left unacknowledged: JetStream delivers them again
+			continue
+		}
+		stopping = errors.Is(c.process(ctx, batch), errStopping)
+	}
+}
+
+// handle takes fetched messages to their end at once, partitioned and batched as the lanes do.
+// Tests drive the consumer with it; run is the same work, pipelined.
+func (c *consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
+	parts := make([][]*delivery, c.cfg.Parallelism)
+	for _, d := range c.decodeAll(msgs) {
+		k := lane(d.key(), len(parts))
+		parts[k] = append(parts[k], d)
+	}
+	var wg sync.WaitGroup
+	for _, part := range parts {
+		wg.Go(func() {
+			for len(part) > 0 {
+				n := min(len(part), c.cfg.BatchSize)
+				if errors.Is(c.process(ctx, part[:n]), errStopping) {
+					c.untrack(part[n:])
+					return
+				}
+				part = part[n:]
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// process applies one batch and settles every message that got a verdict.
+func (c *consumer) process(ctx context.Context, batch []*delivery) error {
+	start := time.Now()
+	results, err := c.applier.apply(ctx, batch)
+	for i, d := range batch {
+		c.settle(d, results[i])
+	}
+	c.untrack(batch)
+	c.metrics.batchSize.Observe(float64(len(batch)))
+	c.metrics.applyTime.Observe(time.Since(start).Seconds())
+	if err != nil && !errors.Is(err, errStopping) {
+		c.logger.Error("batch left for redelivery", "messages", len(batch), "err", err)
+	}
+	return err
+}
+
+// settle tells JetStream the verdict on d: applied, stale, duplicate and ignored messages are
+// acknowledged, parked ones terminated (never delivered again), retried ones NAKed with their
+// back-off. A message without a verdict is left to come back after AckWait.
+func (c *consumer) settle(d *delivery, r result) {
+	var err error
+	switch r.outcome {
+	case "":
+		return
+	case outcomeRetried:
+		err = d.msg.NakWithDelay(r.retryIn)
+	case outcomeDeadLettered:
+		err = d.msg.Term()
+	default:
+		// Committed: should the ack be lost, the redelivery is recognised in processed_events.
+		err = d.msg.Ack()
+	}
+	if err != nil {
+		c.logger.Warn("settling a message failed: it comes back after AckWait", "seq", d.Seq, "outcome", string(r.outcome), "err", err)
+	}
 }
 
 // recreateIfGone creates the durable consumer again when it was deleted (by an operator, or with
@@ -104,237 +219,89 @@ func drain(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 	return msgs, b.Error()
 }
 
-// handle takes fetched messages to their end: poison parked and terminated, ignored types
-// acknowledged, user events applied in batches (see applyLanes) and acknowledged after each commit.
-func (c *consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
-	start := time.Now()
-	c.metrics.batchSize.Observe(float64(len(msgs)))
-	defer func() { c.metrics.applyTime.Observe(time.Since(start).Seconds()) }()
-
-	var events []pending
-	for i, r := range c.decodeAll(msgs) {
-		m := msgs[i]
-		switch {
-		case r.unreadable != nil:
-			c.logger.Error("unreadable stream message left for redelivery", "subject", m.Subject(), "err", r.unreadable)
-		case r.poison != nil:
-			if errors.Is(c.park(ctx, msgs, pending{m, r.decoded}, r.poison, "poison"), errStopping) {
-				return
-			}
-		case r.Event == nil:
-			c.ack(m)
-			c.metrics.count(r.Type, outcomeIgnored)
-		default:
-			events = append(events, pending{m, r.decoded})
-		}
-	}
-	c.applyLanes(ctx, events)
-}
-
-// decodeResult is one fetched message after decodeAll.
-type decodeResult struct {
-	decoded
-	unreadable error // no metadata: left for redelivery
-	poison     error // can never apply
-}
-
-// decodeAll decodes msgs on every CPU: parsing JSON is most of the worker's own CPU time, and
-// Postgres waits for it.
-func (c *consumer) decodeAll(msgs []jetstream.Msg) []decodeResult {
-	results := make([]decodeResult, len(msgs))
-	size := max(64, (len(msgs)+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0))
+// decodeAll turns msgs into deliveries, parsed on every CPU, and tracks them as in flight. A
+// message whose metadata cannot be read is left for redelivery.
+func (c *consumer) decodeAll(msgs []jetstream.Msg) []*delivery {
+	ds := make([]*delivery, len(msgs))
+	procs := runtime.GOMAXPROCS(0)
+	size := max(64, (len(msgs)+procs-1)/procs)
 	var wg sync.WaitGroup
 	for lo := 0; lo < len(msgs); lo += size {
 		hi := min(lo+size, len(msgs))
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				msg, err := fromJetStream(msgs[i])
+				d, err := fromJetStream(msgs[i])
 				if err != nil {
-					results[i].unreadable = err
+					c.logger.Error("unreadable stream message left for redelivery", "subject", msgs[i].Subject(), "err", err)
 					continue
 				}
-				results[i].decoded, results[i].poison = decode(msg)
+				d.parse()
+				ds[i] = d
 			}
 		})
 	}
 	wg.Wait()
-	return results
+	out := ds[:0]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range ds {
+		if d != nil {
+			c.inflight[d] = struct{}{}
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
-// applyLanes applies events on up to Parallelism connections at once. Events are partitioned by
-// user (a lane per hash of the Clerk user id), so no two transactions in flight touch one user and
-// none waits on another's row locks; order does not matter to the result anyway (the contract's
-// version rules). Each lane applies its events in batches of at most BatchSize, one transaction
-// each, acknowledged after its commit.
-func (c *consumer) applyLanes(ctx context.Context, events []pending) {
-	lanes := make([][]pending, c.cfg.Parallelism)
-	for _, p := range events {
-		k := lane(p.Event.ClerkUserID, len(lanes))
-		lanes[k] = append(lanes[k], p)
+func (c *consumer) untrack(ds []*delivery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range ds {
+		delete(c.inflight, d)
 	}
-	var wg sync.WaitGroup
-	for _, events := range lanes {
-		if len(events) == 0 {
-			continue
-		}
-		// While Postgres is out of reach the lane holds all its messages, not only the batch
-		// waiting for it.
-		held := make([]jetstream.Msg, len(events))
-		for i, p := range events {
-			held[i] = p.msg
-		}
-		wg.Go(func() {
-			for batch := range slices.Chunk(events, c.cfg.BatchSize) {
-				if errors.Is(c.apply(ctx, held, batch), errStopping) {
-					return // the rest stays unacknowledged: JetStream delivers it again
-				}
-			}
-		})
-	}
-	wg.Wait()
 }
 
-// lane is the lane of a Clerk user among n.
-func lane(clerkUserID string, n int) int {
+// lane is the lane of a key among n.
+func lane(key string, n int) int {
 	h := fnv.New32a()
-	_, _ = h.Write([]byte(clerkUserID))
+	_, _ = h.Write([]byte(key))
 	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is at most 64
 }
 
-// apply applies events in one transaction and acknowledges them after the commit. When the
-// transaction fails with Postgres reachable, each event is applied alone so that one bad event
-// does not hold back the others; a lone failing event is retried with back-off, then parked.
-// held are the messages kept from redelivery while Postgres is out of reach. It returns
-// errStopping when the worker stops during an outage, leaving events unacknowledged.
-func (c *consumer) apply(ctx context.Context, held []jetstream.Msg, events []pending) error {
-	if len(events) == 0 {
-		return nil
-	}
-	evs := make([]decoded, len(events))
-	msgs := make([]jetstream.Msg, len(events))
-	for i, p := range events {
-		evs[i], msgs[i] = p.decoded, p.msg
-	}
-	var outcomes []outcome
-	err := c.untilReachable(ctx, held, func(ctx context.Context) (err error) {
-		outcomes, err = applyTx(ctx, c.pool, evs, false, nil)
-		return err
-	})
-	switch {
-	case err == nil:
-		committed := time.Now()
-		for _, m := range msgs {
-			c.ack(m)
+// waitForPostgres waits until Postgres answers again, holding every message in flight from
+// redelivery meanwhile with InProgress (which resets AckWait and spends no delivery attempt). One
+// caller polls; the others wait for it. It returns errStopping when ctx ends first.
+func (c *consumer) waitForPostgres(ctx context.Context, _ []*delivery) error {
+	c.mu.Lock()
+	if back := c.back; back != nil {
+		c.mu.Unlock()
+		select {
+		case <-back:
+			return nil
+		case <-ctx.Done():
+			return errStopping
 		}
-		c.metrics.observeCommit(evs, outcomes, committed)
-	case errors.Is(err, errStopping):
-		return err
-	case len(events) > 1:
-		c.logger.Warn("batch failed: applying its events one by one", "events", len(events), "err", err)
-		for i := range events {
-			if err := c.apply(ctx, held, events[i:i+1]); err != nil {
-				return err
-			}
-		}
-	default:
-		return c.fail(ctx, held, events[0], err)
 	}
-	return nil
-}
+	back := make(chan struct{})
+	c.back = back
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.back = nil
+		c.mu.Unlock()
+		close(back)
+	}()
 
-// fail handles an event whose transaction failed with Postgres reachable: delivered fewer than
-// MaxAttempts times, it is NAKed with a delay that doubles with each delivery; then it is parked.
-// It returns errStopping when the worker stops before the event could be parked.
-func (c *consumer) fail(ctx context.Context, held []jetstream.Msg, p pending, cause error) error {
-	meta, err := p.msg.Metadata()
-	if err != nil {
-		c.logger.Error("unreadable stream message left for redelivery", "seq", p.Seq, "err", err)
-		return nil
-	}
-	attempt := meta.NumDelivered
-	if attempt >= uint64(c.cfg.MaxAttempts) {
-		if err := c.park(ctx, held, p, fmt.Errorf("failed %d times, last: %w", attempt, cause), "max_attempts"); errors.Is(err, errStopping) {
-			return err
-		}
-		return nil
-	}
-	delay := backoff(c.cfg.RetryDelay, c.cfg.RetryMaxDelay, attempt)
-	c.logger.Warn("event failed: retrying later", "seq", p.Seq, "event_id", p.EventID, "type", p.Type,
-		"attempt", attempt, "max_attempts", c.cfg.MaxAttempts, "retry_in", delay, "err", cause)
-	if err := p.msg.NakWithDelay(delay); err != nil {
-		c.logger.Warn("nak failed: the message comes back after AckWait", "seq", p.Seq, "err", err)
-	}
-	c.metrics.count(p.Type, outcomeRetried)
-	return nil
-}
-
-// backoff is the delay before delivery attempt+1: base doubled per attempt, at most limit.
-func backoff(base, limit time.Duration, attempt uint64) time.Duration {
-	if attempt < 1 {
-		attempt = 1
-	}
-	d := float64(base) * math.Pow(2, float64(attempt-1))
-	if d > float64(limit) {
-		return limit
-	}
-	return time.Duration(d)
-}
-
-// park writes p to dead_letters (waiting out a Postgres outage, holding its batch) and terminates
-// it, so JetStream never delivers it again. It returns errStopping when the worker stops before
-// Postgres is back.
-func (c *consumer) park(ctx context.Context, held []jetstream.Msg, p pending, reason error, why string) error {
-	var parked bool
-	err := c.untilReachable(ctx, held, func(ctx context.Context) (err error) {
-		parked, err = parkMessage(ctx, c.pool, p.message, reason)
-		return err
-	})
-	if err != nil {
-		if !errors.Is(err, errStopping) {
-			c.logger.Error("parking a message failed: it comes back after AckWait", "seq", p.Seq, "err", err)
-		}
-		return err
-	}
-	if err := p.msg.Term(); err != nil {
-		c.logger.Warn("terminating a parked message", "seq", p.Seq, "err", err)
-	}
-	c.metrics.count(p.Type, outcomeDeadLettered)
-	if parked {
-		c.metrics.deadLetters.WithLabelValues(why).Inc()
-	}
-	c.logger.Error("message parked in dead_letters", "seq", p.Seq, "subject", p.Subject, "event_id", p.EventID,
-		"reason", why, "err", reason)
-	return nil
-}
-
-// untilReachable runs fn until it succeeds or fails with Postgres reachable. While Postgres is
-// unreachable it fetches nothing, keeps held (the messages fn works for) from being redelivered
-// with InProgress, which spends no delivery attempt, and polls Postgres. fn gets a context that
-// outlives ctx so work in flight finishes on shutdown; errStopping means ctx ended during an outage.
-func (c *consumer) untilReachable(ctx context.Context, held []jetstream.Msg, fn func(context.Context) error) error {
-	for {
-		fnCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.AckWait/2)
-		err := fn(fnCtx)
-		cancel()
-		if !postgres.IsUnavailable(err) {
-			return err
-		}
-		c.logger.Warn("postgres unavailable: holding the batch until it is back", "messages", len(held), "err", err)
-		if err := c.waitForPostgres(ctx, held); err != nil {
-			return err
-		}
-	}
-}
-
-func (c *consumer) waitForPostgres(ctx context.Context, held []jetstream.Msg) error {
 	c.metrics.postgresUp.Set(0)
-	// InProgress resets AckWait without counting a delivery: send it well within AckWait.
+	// Well within AckWait, so no held message is delivered again.
 	tick := time.NewTicker(min(time.Second, c.cfg.AckWait/3))
 	defer tick.Stop()
 	for {
-		for _, m := range held {
-			_ = m.InProgress()
+		c.mu.Lock()
+		for d := range c.inflight {
+			_ = d.msg.InProgress()
 		}
+		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return errStopping
@@ -348,10 +315,20 @@ func (c *consumer) waitForPostgres(ctx context.Context, held []jetstream.Msg) er
 	}
 }
 
-func (c *consumer) ack(m jetstream.Msg) {
-	if err := m.Ack(); err != nil {
-		// Applied and committed: a redelivery is recognised in processed_events.
-		c.logger.Warn("ack failed: the message will be delivered again and skipped", "subject", m.Subject(), "err", err)
+// waitUntilBack returns at once unless an outage is being waited out; then it waits for its end
+// (errStopping when ctx ends first).
+func (c *consumer) waitUntilBack(ctx context.Context) error {
+	c.mu.Lock()
+	back := c.back
+	c.mu.Unlock()
+	if back == nil {
+		return nil
+	}
+	select {
+	case <-back:
+		return nil
+	case <-ctx.Done():
+		return errStopping
 	}
 }
 
@@ -404,42 +381,35 @@ func (c *consumer) parkMaxDelivered(ctx context.Context, data []byte) {
 		c.logger.Error("message reached MaxDeliver but cannot be read back to park it", "seq", adv.StreamSeq, "err", err)
 		return
 	}
-	m := message{Seq: raw.Sequence, Subject: raw.Subject, EventID: eventID(raw.Header), Body: raw.Data}
-	d, _ := decode(m)
-	reason := fmt.Errorf("not acknowledged after %d deliveries: JetStream gave up (MaxDeliver)", adv.Deliveries)
-	var parked bool
-	err = c.untilReachable(ctx, nil, func(ctx context.Context) error {
-		// Applied but never acknowledged (acks lost): nothing is left to do.
-		if m.EventID != "" {
-			if done, err := dbsqlc.New(c.pool).IsProcessed(ctx, m.EventID); err != nil || done {
-				return postgres.InterpretError(err)
-			}
-		}
-		var err error
-		parked, err = parkMessage(ctx, c.pool, m, reason)
-		return err
-	})
-	if err != nil {
-		if !errors.Is(err, errStopping) {
-			c.logger.Error("parking a message that reached MaxDeliver", "seq", m.Seq, "err", err)
-		}
-		return
+	d := &delivery{Seq: raw.Sequence, Subject: raw.Subject, EventID: eventID(raw.Header), Body: raw.Data}
+	d.parse()
+	// Applied but never acknowledged (acks lost): nothing is left to do.
+	var done bool
+	if d.EventID != "" {
+		err = c.applier.untilReachable(ctx, nil, func(ctx context.Context) (err error) {
+			done, err = dbsqlc.New(c.pool).IsProcessed(ctx, d.EventID)
+			return err
+		})
 	}
-	if parked {
-		c.metrics.count(d.Type, outcomeDeadLettered)
-		c.metrics.deadLetters.WithLabelValues("max_deliveries").Inc()
-		c.logger.Error("message parked in dead_letters", "seq", m.Seq, "subject", m.Subject, "event_id", m.EventID,
-			"reason", "max_deliveries", "deliveries", adv.Deliveries)
+	if err == nil && !done {
+		reason := fmt.Errorf("not acknowledged after %d deliveries: JetStream gave up (MaxDeliver)", adv.Deliveries)
+		_, err = c.applier.park(ctx, d, reason, "max_deliveries")
+	}
+	if err != nil && !errors.Is(err, errStopping) {
+		c.logger.Error("parking a message that reached MaxDeliver", "seq", d.Seq, "err", err)
 	}
 }
 
-// fromJetStream reads what the apply code needs from a delivered message.
-func fromJetStream(m jetstream.Msg) (message, error) {
+// fromJetStream reads what the applier needs from a delivered message.
+func fromJetStream(m jetstream.Msg) (*delivery, error) {
 	meta, err := m.Metadata()
 	if err != nil {
-		return message{}, fmt.Errorf("reading message metadata: %w", err)
+		return nil, fmt.Errorf("reading message metadata: %w", err)
 	}
-	return message{Seq: meta.Sequence.Stream, Subject: m.Subject(), EventID: eventID(m.Headers()), Body: m.Data()}, nil
+	return &delivery{
+		Seq: meta.Sequence.Stream, Subject: m.Subject(), EventID: eventID(m.Headers()), Body: m.Data(),
+		attempt: meta.NumDelivered, msg: m,
+	}, nil
 }
 
 // eventID is the svix-id a message carries: Svix-Id, else the JetStream Nats-Msg-Id ingest sets

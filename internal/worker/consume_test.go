@@ -59,8 +59,7 @@ func (b *bundle) consumer(t *testing.T) *consumer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &consumer{cfg: b.cfg, logger: testLogger(t), pool: b.pool, js: b.js, cons: cons,
-		metrics: newMetrics(prometheus.NewRegistry())}
+	return newConsumer(b.cfg, testLogger(t), b.pool, b.js, cons, newMetrics(prometheus.NewRegistry()))
 }
 
 // fetch takes exactly n messages from the durable consumer.

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
@@ -41,7 +41,7 @@ func ListDeadLetters(ctx context.Context, cfg Config, all bool) ([]DeadLetter, e
 	defer pool.Close()
 	rows, err := dbsqlc.New(pool).ListDeadLetters(ctx, all)
 	if err != nil {
-		return nil, fmt.Errorf("listing dead letters: %w", postgres.InterpretError(err))
+		return nil, fmt.Errorf("listing dead letters: %w", err)
 	}
 	out := make([]DeadLetter, len(rows))
 	for i, r := range rows {
@@ -122,52 +122,40 @@ func RetryDeadLetters(ctx context.Context, cfg Config, id int64, logger *slog.Lo
 		case errors.Is(err, pgx.ErrNoRows):
 			return sum, fmt.Errorf("dead letter %d does not exist", id)
 		case err != nil:
-			return sum, fmt.Errorf("reading dead letter %d: %w", id, postgres.InterpretError(err))
+			return sum, fmt.Errorf("reading dead letter %d: %w", id, err)
 		case dl.RetriedAt.Valid:
 			return sum, fmt.Errorf("dead letter %d was already retried at %s", id, dl.RetriedAt.Time.UTC().Format(time.RFC3339))
 		}
 		dls = append(dls, dl)
 	} else if dls, err = q.PendingDeadLetters(ctx); err != nil {
-		return sum, fmt.Errorf("reading dead letters: %w", postgres.InterpretError(err))
+		return sum, fmt.Errorf("reading dead letters: %w", err)
 	}
 
+	a := &applier{
+		pool: pool, logger: logger, tally: newTally(newMetrics(prometheus.NewRegistry())),
+		maxAttempts: 1, // one that fails stays parked
+		timeout:     cfg.AckWait,
+	}
 	for _, dl := range dls {
 		sum.Read++
 		sum.LastSeq = uint64(dl.StreamSeq)
-		o, err := retryDeadLetter(ctx, pool, dl)
-		if postgres.IsUnavailable(err) {
-			return sum, fmt.Errorf("retrying dead letter %d: %w", dl.ID, err)
-		}
+		d := &delivery{Seq: uint64(dl.StreamSeq), Subject: dl.Subject, EventID: dl.EventID.String, Body: dl.Payload,
+			attempt: 1, deadLetter: dl.ID}
+		d.parse()
+		results, err := a.apply(ctx, []*delivery{d})
 		if err != nil {
-			sum.add(outcomeDeadLettered)
-			logger.Warn("dead letter still fails: kept", "id", dl.ID, "seq", dl.StreamSeq, "subject", dl.Subject, "err", err)
-			continue
+			return a.summaryOf(sum), fmt.Errorf("retrying dead letter %d: %w", dl.ID, err)
 		}
-		sum.add(o)
-		logger.Info("dead letter retried", "id", dl.ID, "seq", dl.StreamSeq, "subject", dl.Subject, "outcome", string(o))
+		if o := results[0].outcome; o == outcomeDeadLettered {
+			logger.Warn("dead letter still fails: kept", "id", dl.ID, "seq", dl.StreamSeq, "subject", dl.Subject)
+		} else {
+			logger.Info("dead letter retried", "id", dl.ID, "seq", dl.StreamSeq, "subject", dl.Subject, "outcome", string(o))
+		}
 	}
+	sum = a.summaryOf(sum)
 	logger.Info("dead letters retried", sum.logAttrs()...)
 	if sum.DeadLettered > 0 {
 		return sum, fmt.Errorf("%d of %d dead letters still fail", sum.DeadLettered, sum.Read)
 	}
 	return sum, nil
-}
-
-func retryDeadLetter(ctx context.Context, pool *pgxpool.Pool, dl dbsqlc.DeadLetter) (outcome, error) {
-	d, err := decode(message{Seq: uint64(dl.StreamSeq), Subject: dl.Subject, EventID: dl.EventID.String, Body: dl.Payload})
-	if err != nil {
-		return "", err
-	}
-	mark := func(q *dbsqlc.Queries) error {
-		_, err := q.MarkDeadLetterRetried(ctx, dl.ID)
-		return err
-	}
-	if d.Event == nil {
-		return outcomeIgnored, postgres.InTx(ctx, pool, mark)
-	}
-	outcomes, err := applyTx(ctx, pool, []decoded{d}, false, mark)
-	if err != nil {
-		return "", err
-	}
-	return outcomes[0], nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clerksync/clerksync/internal/event"
 )
@@ -468,4 +469,31 @@ func distinctIDs(events []histEvent) int {
 // sortedKeys is for stable failure messages.
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// newDelivery is a message as a source that never redelivers reads it, parsed.
+func newDelivery(seq uint64, subject, eventID string, body []byte) *delivery {
+	d := &delivery{Seq: seq, Subject: subject, EventID: eventID, Body: body, attempt: 1}
+	d.parse()
+	return d
+}
+
+// applyOnce applies ds in one transaction through an applier that neither waits out an outage
+// nor retries, and returns each one's outcome; any delivery parked or left without a verdict is
+// an error.
+func applyOnce(ctx context.Context, pool *pgxpool.Pool, ds []*delivery) ([]outcome, error) {
+	a := &applier{pool: pool, logger: slog.New(slog.DiscardHandler), tally: newTally(newMetrics(prometheus.NewRegistry())),
+		maxAttempts: 1, timeout: time.Minute}
+	results, err := a.apply(ctx, ds)
+	if err != nil {
+		return nil, err
+	}
+	outcomes := make([]outcome, len(results))
+	for i, r := range results {
+		if r.outcome == outcomeDeadLettered || r.outcome == "" {
+			return nil, fmt.Errorf("delivery %d (seq %d): outcome %q", i, ds[i].Seq, r.outcome)
+		}
+		outcomes[i] = r.outcome
+	}
+	return outcomes, nil
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,12 +25,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"type", "outcome"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "clerksync_worker_batch_size",
-			Help:    "Messages per fetched batch.",
+			Help:    "Messages per batch a lane applies.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 … 1024
 		}),
 		applyTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "clerksync_worker_apply_seconds",
-			Help:    "Time to handle a batch: parse, one Postgres transaction, acks.",
+			Help:    "Time a lane takes to apply a batch: one Postgres transaction, then its acks.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms … 16 s
 		}),
 		freshness: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -51,17 +52,57 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) count(typ string, o outcome) {
-	m.events.WithLabelValues(metricType(typ), string(o)).Inc()
+// tally counts verdicts: the events metric, the freshness of what a commit recorded, and the
+// Summary a command reports. The applier counts every verdict here, once.
+type tally struct {
+	metrics *metrics
+
+	mu  sync.Mutex
+	sum Summary
 }
 
-// observeCommit records the freshness of the events a commit recorded (not the duplicates).
-func (m *metrics) observeCommit(evs []decoded, outcomes []outcome, committed time.Time) {
-	for i, e := range evs {
-		m.count(e.Type, outcomes[i])
-		if outcomes[i] == outcomeDuplicate || e.Event.Timestamp.IsZero() {
-			continue
-		}
-		m.freshness.Observe(committed.Sub(e.Event.Timestamp).Seconds())
+func newTally(m *metrics) *tally { return &tally{metrics: m} }
+
+// add counts d's outcome o; committed is when the transaction that recorded it committed (zero
+// when none did).
+func (t *tally) add(d *delivery, o outcome, committed time.Time) {
+	t.metrics.events.WithLabelValues(metricType(d.Type), string(o)).Inc()
+	if !committed.IsZero() && o != outcomeDuplicate && d.user != nil && !d.user.Timestamp.IsZero() {
+		t.metrics.freshness.Observe(committed.Sub(d.user.Timestamp).Seconds())
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch o {
+	case outcomeApplied:
+		t.sum.Applied++
+	case outcomeStale:
+		t.sum.Stale++
+	case outcomeDuplicate:
+		t.sum.Duplicates++
+	case outcomeIgnored:
+		t.sum.Ignored++
+	case outcomeDeadLettered:
+		t.sum.DeadLettered++
+	}
+}
+
+// parked counts a message newly written to dead_letters, by why.
+func (t *tally) parked(why string) {
+	t.metrics.deadLetters.WithLabelValues(why).Inc()
+}
+
+// summary returns the counts so far.
+func (t *tally) summary() Summary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sum
+}
+
+// metricType is the "type" label of a message: one of the types the worker folds, else "other",
+// so an unknown event type cannot grow the metric without bound.
+func metricType(typ string) string {
+	if folded(typ) {
+		return typ
+	}
+	return "other"
 }

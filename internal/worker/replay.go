@@ -7,9 +7,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clerksync/clerksync/internal/event"
 	"github.com/clerksync/clerksync/internal/postgres"
@@ -38,21 +38,6 @@ type Summary struct {
 	Ignored      int // event types the worker does not apply
 	DeadLettered int // messages parked in dead_letters (replay), or still failing (retry)
 	LastSeq      uint64
-}
-
-func (s *Summary) add(o outcome) {
-	switch o {
-	case outcomeApplied:
-		s.Applied++
-	case outcomeStale:
-		s.Stale++
-	case outcomeDuplicate:
-		s.Duplicates++
-	case outcomeIgnored:
-		s.Ignored++
-	case outcomeDeadLettered:
-		s.DeadLettered++
-	}
 }
 
 func (s Summary) logAttrs() []any {
@@ -123,8 +108,14 @@ func Replay(ctx context.Context, cfg Config, opts ReplayOptions, logger *slog.Lo
 	logger.Info("replay started", "from_seq", opts.FromSeq, "since", opts.Since, "to_seq", end,
 		"dry_run", opts.DryRun, "reapply", opts.Reapply)
 
-	r := replayer{cfg: cfg, opts: opts, pool: pool, logger: logger, sum: &sum}
-	if err := r.run(ctx, cons, end); err != nil {
+	r := replayer{cfg: cfg, logger: logger, applier: &applier{
+		pool: pool, logger: logger, tally: newTally(newMetrics(prometheus.NewRegistry())),
+		maxAttempts: 1, // a replay parks what fails at once
+		timeout:     cfg.AckWait, reapply: opts.Reapply, dryRun: opts.DryRun,
+	}}
+	err = r.run(ctx, cons, end)
+	sum = r.summary()
+	if err != nil {
 		logger.Error("replay stopped", append(sum.logAttrs(), "err", err)...)
 		return sum, err
 	}
@@ -132,12 +123,18 @@ func Replay(ctx context.Context, cfg Config, opts ReplayOptions, logger *slog.Lo
 	return sum, nil
 }
 
+// replayer is replay's source: an ordered consumer of its own, read a batch at a time into the
+// applier.
 type replayer struct {
-	cfg    Config
-	opts   ReplayOptions
-	pool   *pgxpool.Pool
-	logger *slog.Logger
-	sum    *Summary
+	cfg     Config
+	logger  *slog.Logger
+	applier *applier
+	read    int
+	lastSeq uint64
+}
+
+func (r *replayer) summary() Summary {
+	return r.applier.summaryOf(Summary{Read: r.read, LastSeq: r.lastSeq})
 }
 
 func (r *replayer) run(ctx context.Context, cons jetstream.Consumer, end uint64) error {
@@ -154,100 +151,49 @@ func (r *replayer) run(ctx context.Context, cons jetstream.Consumer, end uint64)
 
 	lastReport := time.Now()
 	for done := false; !done; {
-		var batch []message
+		var batch []*delivery
 		for len(batch) < r.cfg.BatchSize && !done {
 			m, err := it.Next(jetstream.NextContext(ctx))
 			if err != nil {
 				return fmt.Errorf("reading the stream: %w", err)
 			}
-			msg, err := fromJetStream(m)
+			d, err := fromJetStream(m)
 			if err != nil {
 				return err
 			}
 			meta, _ := m.Metadata()
-			if msg.Seq > end {
+			if d.Seq > end {
 				done = true
 				break
 			}
-			batch = append(batch, msg)
+			d.attempt, d.msg = 1, nil // an ordered consumer needs no acks
+			batch = append(batch, d)
 			// NumPending counts the matching messages after this one: none means the end.
-			done = msg.Seq == end || meta.NumPending == 0
+			done = d.Seq == end || meta.NumPending == 0
 		}
 		if err := r.apply(ctx, batch); err != nil {
 			return err
 		}
 		if time.Since(lastReport) >= 2*time.Second {
-			r.logger.Info("replay progress", append(r.sum.logAttrs(), "end_seq", end)...)
+			r.logger.Info("replay progress", append(r.summary().logAttrs(), "end_seq", end)...)
 			lastReport = time.Now()
 		}
 	}
 	return nil
 }
 
-// apply applies one batch: poison parked (never in a dry run), ignored types counted, user events
-// in one transaction; when that fails with Postgres reachable, each event alone, a failing one
-// parked in dead_letters with its error.
-func (r *replayer) apply(ctx context.Context, batch []message) error {
-	var evs []decoded
-	for _, m := range batch {
-		r.sum.Read++
-		r.sum.LastSeq = m.Seq
-		d, err := decode(m)
-		switch {
-		case err != nil:
-			if err := r.park(ctx, m, err); err != nil {
-				return err
-			}
-		case d.Event == nil:
-			r.sum.add(outcomeIgnored)
-		default:
-			evs = append(evs, d)
-		}
-	}
-	return r.applyEvents(ctx, evs)
-}
-
-func (r *replayer) applyEvents(ctx context.Context, evs []decoded) error {
-	if len(evs) == 0 {
+// apply takes one batch through the applier. Postgres being out of reach stops the replay.
+func (r *replayer) apply(ctx context.Context, batch []*delivery) error {
+	if len(batch) == 0 {
 		return nil
 	}
-	var outcomes []outcome
-	var err error
-	if r.opts.DryRun {
-		outcomes, err = previewTx(ctx, r.pool, evs, r.opts.Reapply)
-	} else {
-		outcomes, err = applyTx(ctx, r.pool, evs, r.opts.Reapply, nil)
+	for _, d := range batch {
+		r.read++
+		r.lastSeq = d.Seq
+		d.parse()
 	}
-	switch {
-	case err == nil:
-		for _, o := range outcomes {
-			r.sum.add(o)
-		}
-		return nil
-	case postgres.IsUnavailable(err) || ctx.Err() != nil:
-		return fmt.Errorf("applying stream messages up to %d: %w", evs[len(evs)-1].Seq, err)
-	case len(evs) > 1:
-		for i := range evs {
-			if err := r.applyEvents(ctx, evs[i:i+1]); err != nil {
-				return err
-			}
-		}
-		return nil
-	default:
-		return r.park(ctx, evs[0].message, err)
+	if _, err := r.applier.apply(ctx, batch); err != nil {
+		return fmt.Errorf("applying stream messages up to %d: %w", batch[len(batch)-1].Seq, err)
 	}
-}
-
-func (r *replayer) park(ctx context.Context, m message, reason error) error {
-	r.sum.add(outcomeDeadLettered)
-	parked := false
-	if !r.opts.DryRun {
-		var err error
-		if parked, err = parkMessage(ctx, r.pool, m, reason); err != nil {
-			return err
-		}
-	}
-	r.logger.Warn("message cannot apply", "seq", m.Seq, "subject", m.Subject, "event_id", m.EventID,
-		"parked", parked, "dry_run", r.opts.DryRun, "err", reason)
 	return nil
 }

@@ -203,15 +203,26 @@ func TestRunEndToEnd(t *testing.T) {
 }
 
 // simulateBug makes Postgres reject users named "boom", as a projection bug would: an event that
-// parses but fails with Postgres reachable. It returns the fix.
+// parses but fails with Postgres reachable, with an error that may heal (a trigger's exception,
+// SQLSTATE P0001), so the worker retries it. (A constraint violation would be poison, parked at
+// once.) It returns the fix.
 func simulateBug(t *testing.T, b *bundle) (fix func()) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := b.pool.Exec(ctx, `ALTER TABLE users ADD CONSTRAINT simulated_bug CHECK (username IS DISTINCT FROM 'boom')`); err != nil {
+	if _, err := b.pool.Exec(ctx, `
+		CREATE FUNCTION simulated_bug() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.username = 'boom' THEN
+				RAISE EXCEPTION 'simulated_bug: a user named boom';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER simulated_bug BEFORE INSERT OR UPDATE ON users
+			FOR EACH ROW EXECUTE FUNCTION simulated_bug();`); err != nil {
 		t.Fatal(err)
 	}
 	return func() {
-		if _, err := b.pool.Exec(ctx, `ALTER TABLE users DROP CONSTRAINT simulated_bug`); err != nil {
+		if _, err := b.pool.Exec(ctx, `DROP TRIGGER simulated_bug ON users`); err != nil {
 			t.Fatal(err)
 		}
 	}

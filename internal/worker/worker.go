@@ -78,7 +78,9 @@ func (c Config) validate() error {
 
 // Run runs the worker until ctx ends: migrations (unless cfg.NoMigrate), then the durable consumer,
 // the MaxDeliver advisory watcher and /healthz, /readyz, /metrics on ln (or cfg.Addr when ln is
-// nil). When ctx ends it finishes, commits and acknowledges the batch in flight and returns nil.
+// nil). When ctx ends it fetches nothing more, applies, commits and settles what it has fetched,
+// and returns nil; during a Postgres outage what has not committed yet is left unacknowledged, for
+// JetStream to deliver again after AckWait.
 func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) error {
 	if err := cfg.validate(); err != nil {
 		return err
@@ -109,7 +111,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	}
 
 	reg := service.NewRegistry()
-	c := &consumer{cfg: cfg, logger: logger, pool: pool, js: js, cons: cons, metrics: newMetrics(reg)}
+	c := newConsumer(cfg, logger, pool, js, cons, newMetrics(reg))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "clerksync_worker_consumer_pending",
 		Help: "Messages in the stream the durable consumer has not yet been delivered.",
@@ -205,9 +207,10 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 		// backstop for messages that never reach a verdict (a worker killed on them every time).
 		// Reaching it raises the advisory that watchMaxDeliveries turns into a dead letter.
 		MaxDeliver: 2 * cfg.MaxAttempts,
-		// A worker holds up to BatchSize x Parallelism messages at once (JetStream's default of
-		// 1,000 stalled fetches of 4 x 256 for a second each); room for four such workers.
-		MaxAckPending: max(1000, 4*cfg.BatchSize*cfg.Parallelism),
+		// A worker holds up to 3 x BatchSize x Parallelism messages at once: a fetch being
+		// dispatched, and for each lane a batch queued behind the one it applies (JetStream's
+		// default of 1,000 stalls such fetches); room for four such workers.
+		MaxAckPending: max(1000, 12*cfg.BatchSize*cfg.Parallelism),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating consumer %s: %w", cfg.Consumer, err)

@@ -173,12 +173,13 @@ func (q *Queries) ListDeadLetters(ctx context.Context, includeRetried bool) ([]L
 	return items, nil
 }
 
-const markDeadLetterRetried = `-- name: MarkDeadLetterRetried :execrows
-UPDATE dead_letters SET retried_at = now() WHERE id = $1 AND retried_at IS NULL
+const markDeadLettersRetried = `-- name: MarkDeadLettersRetried :execrows
+UPDATE dead_letters SET retried_at = now() WHERE id = ANY($1::bigint[]) AND retried_at IS NULL
 `
 
-func (q *Queries) MarkDeadLetterRetried(ctx context.Context, id int64) (int64, error) {
-	result, err := q.db.Exec(ctx, markDeadLetterRetried, id)
+// Marks dead letters retried, in the transaction that applied them.
+func (q *Queries) MarkDeadLettersRetried(ctx context.Context, ids []int64) (int64, error) {
+	result, err := q.db.Exec(ctx, markDeadLettersRetried, ids)
 	if err != nil {
 		return 0, err
 	}
