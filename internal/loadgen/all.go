@@ -239,17 +239,31 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 		}
 	}
 
-	// The worker against its raw limit, on the same events.
+	// The worker against its raw limits, on the same events: the bare upsert (less than a worker
+	// can do) and the raw fold (the least a correct worker does), then the worker itself, run as
+	// a process of its own so that the CPU of each process can be read apart.
 	for _, par := range o.UpsertParallel {
 		if err := stage("upsert baseline p="+strconv.Itoa(par), func(name string) (Result, error) {
-			return Upsert(ctx, name, UpsertOptions{DatabaseURL: st.DatabaseURL, Parallel: par, BatchSize: o.BatchSize, Workloads: backlog, Progress: p})
+			before := sampleCPU(0)
+			r, err := Upsert(ctx, name, UpsertOptions{DatabaseURL: st.DatabaseURL, Parallel: par, BatchSize: o.BatchSize, Workloads: backlog, Progress: p})
+			r.CPU = cpuPerEvent(before, sampleCPU(0), r.Count)
+			return r, err
 		}); err != nil {
 			return rep, err
 		}
 	}
 	if len(backlog) > 0 {
+		if err := stage("raw fold baseline p="+strconv.Itoa(o.WorkerParallel), func(name string) (Result, error) {
+			before := sampleCPU(0)
+			r, err := RawFold(ctx, name, RawFoldOptions{NATSURL: st.NATSURL, DatabaseURL: st.DatabaseURL,
+				Parallel: o.WorkerParallel, BatchSize: o.BatchSize, Events: int(accepted.Load()), Progress: p})
+			r.CPU = cpuPerEvent(before, sampleCPU(0), r.Count)
+			return r, err
+		}); err != nil {
+			return rep, err
+		}
 		if err := stage("worker drain", func(name string) (Result, error) {
-			return drainWorker(ctx, name, st, int(accepted.Load()), p)
+			return drainWorker(ctx, name, st, o.Stack.Dir, int(accepted.Load()), p)
 		}); err != nil {
 			return rep, err
 		}
@@ -341,15 +355,23 @@ func stageName(what, policy string, clients int) string {
 // drainWorker starts the worker on the backlog ingest left in the stream and measures how fast it
 // empties it into processed_events. The clock starts before the worker does, so its start-up
 // (connections, the consumer) counts against it.
-func drainWorker(ctx context.Context, stage string, st *Stack, want int, p *Progress) (Result, error) {
+func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want int, p *Progress) (Result, error) {
 	conn, err := pgx.Connect(ctx, st.DatabaseURL)
 	if err != nil {
 		return Result{}, fmt.Errorf("connecting to postgres: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	p.Stage("building the worker", 0)
+	bin, err := BuildWorker(ctx, dir)
+	if err != nil {
+		return Result{}, err
+	}
+	// The clock runs from the start of the process, as it did for the worker in this process.
 	p.Stage(stage, want)
+	var pid int
+	var before cpuTimes
 	start := time.Now()
-	if err := st.StartWorker(ctx); err != nil {
+	if err := st.StartWorkerProcess(ctx, bin, func(p int) { pid, before = p, sampleCPU(p) }); err != nil {
 		return Result{}, err
 	}
 	deadline := time.Now().Add(5 * time.Minute)
@@ -360,9 +382,13 @@ func drainWorker(ctx context.Context, stage string, st *Stack, want int, p *Prog
 		}
 		p.set(n)
 		r := Result{Stage: stage, Count: int(n), Elapsed: time.Since(start), Statuses: map[string]int{"ok": int(n)},
-			Note: fmt.Sprintf("the worker applying a backlog of %d distinct events left by the ingest stages", want)}
+			Note: fmt.Sprintf("the worker process applying a backlog of %d distinct events left by the ingest stages", want)}
 		r.Rate = float64(n) / r.Elapsed.Seconds()
 		if int(n) >= want {
+			r.CPU = cpuPerEvent(before, sampleCPU(pid), r.Count)
+			if rss, err := PeakRSS(pid); err == nil {
+				r.PeakRSS = rss
+			}
 			r.Note += workerBatches(ctx, st.WorkerURL, r.Elapsed)
 			return r, nil
 		}

@@ -31,6 +31,10 @@ type Result struct {
 	Lag *Summary `json:"lag,omitempty"`
 	// Note says what the numbers count, or what was left out.
 	Note string `json:"note,omitempty"`
+	// CPU is the CPU time each process spent per operation during the stage, where measured.
+	CPU *perEvent `json:"cpu_per_event,omitempty"`
+	// PeakRSS is the peak resident set of the process under test, in bytes, where measured.
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
 
 	latencies []time.Duration // sorted: what Latency summarises, kept to merge rounds
 }

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -170,6 +172,66 @@ func (s *Stack) StartWorker(ctx context.Context) error {
 		return worker.Run(ctx, cfg, s.logger.With("service", "worker"), ln)
 	})
 	return err
+}
+
+// BuildWorker compiles cmd/worker into dir, for StartWorkerProcess, and returns its path.
+func BuildWorker(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "worker")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/clerksync/clerksync/cmd/worker")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the worker: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// StartWorkerProcess runs the worker binary bin as a process of its own, so that its CPU time can
+// be read apart from this process's (the load generator and NATS). started, when not nil, is
+// called with the process id as soon as it runs; StartWorkerProcess then waits until the worker
+// is ready. Close stops it with SIGTERM.
+func (s *Stack) StartWorkerProcess(ctx context.Context, bin string, started func(pid int)) error {
+	cfg, err := service.ParseEnv[worker.Config](s.env)
+	if err != nil {
+		return fmt.Errorf("worker %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "--no-migrate") // the stack migrated the scratch database
+	cmd.Env = []string{
+		"NATS_URL=" + cfg.NATSURL, "DATABASE_URL=" + cfg.DatabaseURL, "WORKER_ADDR=" + addr,
+		"WORKER_BATCH_SIZE=" + strconv.Itoa(cfg.BatchSize), "WORKER_PARALLELISM=" + strconv.Itoa(cfg.Parallelism),
+		"LOG_LEVEL=warn", "LOG_FORMAT=json",
+	}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the worker: %w", err)
+	}
+	if started != nil {
+		started(cmd.Process.Pid)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	s.onClose(func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		return nil
+	})
+	s.WorkerURL = "http://" + addr
+	if err := waitReady(ctx, s.WorkerURL+"/readyz", exited); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
 }
 
 // run starts a service on a loopback port and waits for its /readyz.
