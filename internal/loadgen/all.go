@@ -263,7 +263,7 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 			return rep, err
 		}
 		if err := stage("worker drain", func(name string) (Result, error) {
-			return drainWorker(ctx, name, st, o.Stack.Dir, int(accepted.Load()), p)
+			return drainWorker(ctx, name, st, o.Stack.Dir, int(accepted.Load()), o.WorkerParallel, p)
 		}); err != nil {
 			return rep, err
 		}
@@ -355,7 +355,7 @@ func stageName(what, policy string, clients int) string {
 // drainWorker starts the worker on the backlog ingest left in the stream and measures how fast it
 // empties it into processed_events. The clock starts before the worker does, so its start-up
 // (connections, the consumer) counts against it.
-func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want int, p *Progress) (Result, error) {
+func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want, parallel int, p *Progress) (Result, error) {
 	conn, err := pgx.Connect(ctx, st.DatabaseURL)
 	if err != nil {
 		return Result{}, fmt.Errorf("connecting to postgres: %w", err)
@@ -366,13 +366,18 @@ func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want 
 	if err != nil {
 		return Result{}, err
 	}
-	// The clock runs from the start of the process, as it did for the worker in this process.
+	// The clock runs from the start of the process, as it did for the worker in this process;
+	// CPU is counted from the moment it is ready, so that its start-up is not charged to events.
 	p.Stage(stage, want)
 	var pid int
-	var before cpuTimes
 	start := time.Now()
-	if err := st.StartWorkerProcess(ctx, bin, func(p int) { pid, before = p, sampleCPU(p) }); err != nil {
+	if err := st.StartWorkerProcess(ctx, bin, func(p int) { pid = p }); err != nil {
 		return Result{}, err
+	}
+	before := sampleCPU(pid)
+	var ready int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM processed_events").Scan(&ready); err != nil {
+		return Result{}, fmt.Errorf("counting processed_events: %w", err)
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -385,11 +390,11 @@ func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want 
 			Note: fmt.Sprintf("the worker process applying a backlog of %d distinct events left by the ingest stages", want)}
 		r.Rate = float64(n) / r.Elapsed.Seconds()
 		if int(n) >= want {
-			r.CPU = cpuPerEvent(before, sampleCPU(pid), r.Count)
+			r.CPU = cpuPerEvent(before, sampleCPU(pid), r.Count-int(ready))
 			if rss, err := PeakRSS(pid); err == nil {
 				r.PeakRSS = rss
 			}
-			r.Note += workerBatches(ctx, st.WorkerURL, r.Elapsed)
+			r.Note += workerBatches(ctx, st.WorkerURL, r.Elapsed, parallel)
 			return r, nil
 		}
 		if time.Now().After(deadline) || !sleep(ctx, 20*time.Millisecond) {
@@ -401,14 +406,14 @@ func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want 
 
 // workerBatches describes the worker's batches from its metrics, to tell time spent applying
 // from time spent fetching; "" when the metrics do not say.
-func workerBatches(ctx context.Context, workerURL string, elapsed time.Duration) string {
+func workerBatches(ctx context.Context, workerURL string, elapsed time.Duration, parallel int) string {
 	m, err := scrapeMetrics(ctx, workerURL+"/metrics")
 	batches, events, apply := m["clerksync_worker_batch_size_count"], m["clerksync_worker_batch_size_sum"], m["clerksync_worker_apply_seconds_sum"]
 	if err != nil || batches == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; %.0f batches of %.0f events on average, %.1f ms each from decode to ack (%.0f%% of the drain; the rest is fetching and start-up)",
-		batches, events/batches, apply/batches*1000, 100*apply/elapsed.Seconds())
+	return fmt.Sprintf("; %.0f batches of %.0f events on average, %.1f ms each from the transaction to the acks (the lanes busy %.0f%% of the drain)",
+		batches, events/batches, apply/batches*1000, 100*apply/elapsed.Seconds()/float64(parallel))
 }
 
 // scrapeMetrics reads a Prometheus text endpoint into metric name → value, adding up the

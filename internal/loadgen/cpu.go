@@ -33,18 +33,23 @@ func sampleCPU(workerPID int) cpuTimes {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		cpu := time.Duration(st.CPUTime() * float64(time.Second))
+		cpu := ticks(st.UTime + st.STime)
 		switch {
 		case p.PID == os.Getpid():
 			t.self = cpu
 		case p.PID == workerPID:
 			t.worker = cpu
 		case st.Comm == "postgres":
-			t.postgres += cpu
+			// A backend that exited (a pool closed) is gone from /proc: its time went to the
+			// postmaster's children's times when it was reaped.
+			t.postgres += cpu + ticks(uint(st.CUTime+st.CSTime)) //nolint:gosec // never negative
 		}
 	}
 	return t
 }
+
+// ticks converts clock ticks of /proc/<pid>/stat (USER_HZ, 100 on Linux) to a duration.
+func ticks(n uint) time.Duration { return time.Duration(n) * time.Second / 100 }
 
 // perEvent is the CPU each process spent per event between two samples, in microseconds.
 type perEvent struct {

@@ -3,8 +3,9 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"hash/fnv"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,11 +31,12 @@ type RawFoldOptions struct {
 }
 
 // RawFold is the least work any correct worker does, the baseline the worker's drain is held to:
-// the same stream and events, fetched with the worker's consumer settings by Parallel fetchers
-// at once, each message decoded with encoding/json into only the fields the fold needs, one plain
-// statement per batch that records the svix-ids in a ledger and upserts the users rows (the
-// newest version per user; no subscriptions or usage rows, no dead letters, no retries), and the
-// batch acknowledged after the commit. It writes into scratch copies of processed_events and
+// the same stream and events, fetched as the worker fetches (a batch per lane at once), each
+// message decoded with encoding/json into only the fields the fold needs (on every CPU), the
+// batch partitioned between Parallel lanes by user, and per lane one plain statement that records
+// the svix-ids in a ledger and upserts the users rows (the newest version per user; no
+// subscriptions or usage rows, no dead letters, no retries, no metrics), acknowledged after the
+// commit. Fetching the next batch overlaps the lanes' statements. It writes into scratch copies of processed_events and
 // users, dropped afterwards, with a durable consumer of its own, deleted afterwards.
 func RawFold(ctx context.Context, stage string, o RawFoldOptions) (Result, error) {
 	parallel, batchSize := max(o.Parallel, 1), max(o.BatchSize, 1)
@@ -90,41 +92,82 @@ func RawFold(ctx context.Context, stage string, o RawFoldOptions) (Result, error
 			firstErr = err
 		}
 	}
-	start := time.Now()
-	deadline := start.Add(5 * time.Minute)
-	for range parallel {
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstErr != nil
+	}
+	// Lanes partitioned by user, as any correct worker's must be: two transactions writing one
+	// new user at once fail on the second unique index.
+	type part struct {
+		msgs []jetstream.Msg
+		cols rawFoldColumns
+	}
+	lanes := make([]chan part, parallel)
+	for i := range lanes {
+		lanes[i] = make(chan part, 1)
 		wg.Go(func() {
-			for int(done.Load()) < o.Events && ctx.Err() == nil && time.Now().Before(deadline) {
-				msgs, err := fetchBatch(cons, batchSize)
-				if err != nil {
-					fail(err)
-					return
-				}
-				if len(msgs) == 0 {
+			for p := range lanes[i] {
+				if failed() {
 					continue
 				}
-				var cols rawFoldColumns
-				for _, m := range msgs {
-					if err := cols.add(m); err != nil {
-						fail(err)
-						return
-					}
-				}
-				if _, err := pool.Exec(ctx, statement, cols.args()...); err != nil {
+				if _, err := pool.Exec(ctx, statement, p.cols.args()...); err != nil {
 					fail(fmt.Errorf("folding: %w", err))
-					return
+					continue
 				}
-				for _, m := range msgs {
+				for _, m := range p.msgs {
 					_ = m.Ack()
 				}
-				o.Progress.add(int64(len(msgs)))
-				if int(done.Add(int64(len(msgs)))) >= o.Events {
+				o.Progress.add(int64(len(p.msgs)))
+				if int(done.Add(int64(len(p.msgs)))) >= o.Events {
 					mu.Lock()
-					finished = time.Now() // the other fetchers may still be waiting for a message
+					finished = time.Now()
 					mu.Unlock()
 				}
 			}
 		})
+	}
+	start := time.Now()
+	deadline := start.Add(5 * time.Minute)
+	for int(done.Load()) < o.Events && ctx.Err() == nil && time.Now().Before(deadline) && !failed() {
+		msgs, err := fetchBatch(cons, batchSize*parallel)
+		if err != nil {
+			fail(err)
+			break
+		}
+		// Decoded on every CPU, as the worker does.
+		evs := make([]rawFoldDecoded, len(msgs))
+		procs := runtime.GOMAXPROCS(0)
+		size := max(64, (len(msgs)+procs-1)/procs)
+		var dwg sync.WaitGroup
+		for lo := 0; lo < len(msgs); lo += size {
+			dwg.Go(func() {
+				for i := lo; i < min(lo+size, len(msgs)); i++ {
+					evs[i] = decodeRawFold(msgs[i])
+				}
+			})
+		}
+		dwg.Wait()
+		parts := make([]part, parallel)
+		for i, e := range evs {
+			if e.err != nil {
+				fail(e.err)
+				break
+			}
+			h := fnv.New32a()
+			_, _ = h.Write([]byte(e.clerkUserID))
+			k := int(h.Sum32() % uint32(parallel)) //nolint:gosec // parallel is small
+			parts[k].msgs = append(parts[k].msgs, msgs[i])
+			parts[k].cols.add(e)
+		}
+		for k, p := range parts {
+			if len(p.msgs) > 0 {
+				lanes[k] <- p
+			}
+		}
+	}
+	for _, l := range lanes {
+		close(l)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -138,7 +181,7 @@ func RawFold(ctx context.Context, stage string, o RawFoldOptions) (Result, error
 	r := Result{
 		Stage: stage, Clients: parallel, Count: n, Elapsed: elapsed, Rate: float64(n) / elapsed.Seconds(),
 		Statuses: map[string]int{"ok": n},
-		Note:     fmt.Sprintf("%d stream messages fetched by %d fetchers in batches of up to %d, one ledger+users statement each", n, parallel, batchSize),
+		Note:     fmt.Sprintf("%d stream messages in %d lanes of batches of up to %d, one ledger+users statement each", n, parallel, batchSize),
 	}
 	if n < o.Events {
 		r.Error = fmt.Sprintf("%d of %d events folded when the wait ended", n, o.Events)
@@ -225,6 +268,55 @@ type rawFoldUser struct {
 	UpdatedAt *int64  `json:"updated_at"`
 }
 
+// rawFoldDecoded is one message as the baseline decoded it.
+type rawFoldDecoded struct {
+	eventID, eventType, clerkUserID string
+	seq                             int64
+	email, username, firstName      *string
+	lastName, image                 *string
+	data                            []byte
+	createdAt, updatedAt, deletedAt *time.Time
+	err                             error
+}
+
+func decodeRawFold(m jetstream.Msg) (d rawFoldDecoded) {
+	meta, err := m.Metadata()
+	if err != nil {
+		d.err = err
+		return d
+	}
+	var ev rawFoldEvent
+	var u rawFoldUser
+	if err := json.Unmarshal(m.Data(), &ev); err != nil {
+		d.err = fmt.Errorf("decoding seq %d: %w", meta.Sequence.Stream, err)
+		return d
+	}
+	if err := json.Unmarshal(ev.Data, &u); err != nil || u.ID == "" {
+		d.err = fmt.Errorf("decoding seq %d: a user event without data.id (%v)", meta.Sequence.Stream, err)
+		return d
+	}
+	d.eventID, d.eventType, d.seq, d.clerkUserID = m.Headers().Get(event.HeaderSvixID), ev.Type, int64(meta.Sequence.Stream), u.ID
+	ms := func(v *int64) *time.Time {
+		if v == nil {
+			return nil
+		}
+		t := time.UnixMilli(*v)
+		return &t
+	}
+	if ev.Type == "user.deleted" {
+		d.deletedAt = ms(&ev.Timestamp)
+		return d
+	}
+	for _, e := range u.Emails {
+		if u.PrimaryEmailID != nil && e.ID == *u.PrimaryEmailID {
+			d.email = &e.Address
+		}
+	}
+	d.username, d.firstName, d.lastName, d.image, d.data = u.Username, u.FirstName, u.LastName, u.ImageURL, ev.Data
+	d.createdAt, d.updatedAt = ms(u.CreatedAt), ms(u.UpdatedAt)
+	return d
+}
+
 type rawFoldColumns struct {
 	eventID, eventType, clerkUserID             []string
 	seq                                         []int64
@@ -234,52 +326,12 @@ type rawFoldColumns struct {
 	createdAt, updatedAt, deletedAt             []*time.Time
 }
 
-func (c *rawFoldColumns) add(m jetstream.Msg) error {
-	meta, err := m.Metadata()
-	if err != nil {
-		return err
-	}
-	var ev rawFoldEvent
-	var u rawFoldUser
-	if err := json.Unmarshal(m.Data(), &ev); err != nil {
-		return fmt.Errorf("decoding seq %d: %w", meta.Sequence.Stream, err)
-	}
-	if err := json.Unmarshal(ev.Data, &u); err != nil {
-		return fmt.Errorf("decoding seq %d: %w", meta.Sequence.Stream, err)
-	}
-	if u.ID == "" {
-		return errors.New("a user event without data.id")
-	}
-	c.eventID = append(c.eventID, m.Headers().Get(event.HeaderSvixID))
-	c.eventType = append(c.eventType, ev.Type)
-	c.seq = append(c.seq, int64(meta.Sequence.Stream))
-	c.userID = append(c.userID, [16]byte(worker.UserID(u.ID)))
-	c.clerkUserID = append(c.clerkUserID, u.ID)
-	ms := func(v *int64) *time.Time {
-		if v == nil {
-			return nil
-		}
-		t := time.UnixMilli(*v)
-		return &t
-	}
-	if ev.Type == "user.deleted" {
-		c.email, c.username, c.firstName = append(c.email, nil), append(c.username, nil), append(c.firstName, nil)
-		c.lastName, c.image, c.data = append(c.lastName, nil), append(c.image, nil), append(c.data, nil)
-		c.createdAt, c.updatedAt = append(c.createdAt, nil), append(c.updatedAt, nil)
-		c.deletedAt = append(c.deletedAt, ms(&ev.Timestamp))
-		return nil
-	}
-	var email *string
-	for _, e := range u.Emails {
-		if u.PrimaryEmailID != nil && e.ID == *u.PrimaryEmailID {
-			email = &e.Address
-		}
-	}
-	c.email, c.username, c.firstName = append(c.email, email), append(c.username, u.Username), append(c.firstName, u.FirstName)
-	c.lastName, c.image, c.data = append(c.lastName, u.LastName), append(c.image, u.ImageURL), append(c.data, ev.Data)
-	c.createdAt, c.updatedAt = append(c.createdAt, ms(u.CreatedAt)), append(c.updatedAt, ms(u.UpdatedAt))
-	c.deletedAt = append(c.deletedAt, nil)
-	return nil
+func (c *rawFoldColumns) add(d rawFoldDecoded) {
+	c.eventID, c.eventType, c.seq = append(c.eventID, d.eventID), append(c.eventType, d.eventType), append(c.seq, d.seq)
+	c.userID, c.clerkUserID = append(c.userID, [16]byte(worker.UserID(d.clerkUserID))), append(c.clerkUserID, d.clerkUserID)
+	c.email, c.username, c.firstName = append(c.email, d.email), append(c.username, d.username), append(c.firstName, d.firstName)
+	c.lastName, c.image, c.data = append(c.lastName, d.lastName), append(c.image, d.image), append(c.data, d.data)
+	c.createdAt, c.updatedAt, c.deletedAt = append(c.createdAt, d.createdAt), append(c.updatedAt, d.updatedAt), append(c.deletedAt, d.deletedAt)
 }
 
 func (c *rawFoldColumns) args() []any {

@@ -58,11 +58,11 @@ func newConsumer(cfg Config, logger *slog.Logger, pool *pgxpool.Pool, js jetstre
 // applied and settled, except during a Postgres outage, when what has no verdict yet is left
 // unacknowledged and JetStream delivers it again after AckWait.
 func (c *consumer) run(ctx context.Context) error {
-	lanes := make([]chan *delivery, c.cfg.Parallelism)
+	// A lane's queue holds what one fetch gave it, behind the batch it applies.
+	lanes := make([]chan []*delivery, c.cfg.Parallelism)
 	var wg sync.WaitGroup
 	for i := range lanes {
-		// One batch queued behind the one being applied.
-		lanes[i] = make(chan *delivery, c.cfg.BatchSize)
+		lanes[i] = make(chan []*delivery, 1)
 		wg.Go(func() { c.lane(ctx, lanes[i]) })
 	}
 	defer func() {
@@ -81,48 +81,59 @@ func (c *consumer) run(ctx context.Context) error {
 			c.recreateIfGone(ctx)
 			sleep(ctx, time.Second)
 		}
-		for _, d := range c.decodeAll(msgs) {
-			lanes[lane(d.key(), len(lanes))] <- d
+		for k, part := range c.partition(c.decodeAll(msgs)) {
+			if len(part) > 0 {
+				lanes[k] <- part
+			}
 		}
 	}
 	return nil
 }
 
-// lane applies what arrives on in, a batch at a time, until in is closed.
-func (c *consumer) lane(ctx context.Context, in <-chan *delivery) {
+// partition splits ds between the lanes, by user.
+func (c *consumer) partition(ds []*delivery) [][]*delivery {
+	parts := make([][]*delivery, c.cfg.Parallelism)
+	for _, d := range ds {
+		k := lane(d.key(), len(parts))
+		parts[k] = append(parts[k], d)
+	}
+	return parts
+}
+
+// lane applies what arrives on in until in is closed: what is queued, in batches of at most
+// BatchSize.
+func (c *consumer) lane(ctx context.Context, in <-chan []*delivery) {
 	stopping := false
-	for d := range in {
-		batch := []*delivery{d}
-	fill:
-		for len(batch) < c.cfg.BatchSize {
+	for queued := range in {
+	more:
+		for len(queued) < c.cfg.BatchSize {
 			select {
-			case d, ok := <-in:
+			case next, ok := <-in:
 				if !ok {
-					break fill
+					break more
 				}
-				batch = append(batch, d)
+				queued = append(queued, next...)
 			default:
-				break fill
+				break more
 			}
 		}
-		if stopping {
-			c.untrack(batch) // left unacknowledged: JetStream delivers them again
-			continue
+		for len(queued) > 0 {
+			batch := queued[:min(len(queued), c.cfg.BatchSize)]
+			queued = queued[len(batch):]
+			if stopping {
+				c.untrack(batch) // left unacknowledged: JetStream delivers them again
+				continue
+			}
+			stopping = errors.Is(c.process(ctx, batch), errStopping)
 		}
-		stopping = errors.Is(c.process(ctx, batch), errStopping)
 	}
 }
 
 // handle takes fetched messages to their end at once, partitioned and batched as the lanes do.
 // Tests drive the consumer with it; run is the same work, pipelined.
 func (c *consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
-	parts := make([][]*delivery, c.cfg.Parallelism)
-	for _, d := range c.decodeAll(msgs) {
-		k := lane(d.key(), len(parts))
-		parts[k] = append(parts[k], d)
-	}
 	var wg sync.WaitGroup
-	for _, part := range parts {
+	for _, part := range c.partition(c.decodeAll(msgs)) {
 		wg.Go(func() {
 			for len(part) > 0 {
 				n := min(len(part), c.cfg.BatchSize)
