@@ -369,7 +369,7 @@ func millis(v gjson.Result) (t time.Time, ok bool, err error) {
 // JSON it stores; everything else stays byte for byte, and the stream keeps the original. In the
 // common case there is nothing to replace and data itself is returned.
 func StorableJSON(data []byte) []byte {
-	if bytes.Index(data, []byte(`\u`)) < 0 && utf8.Valid(data) {
+	if !bytes.Contains(data, []byte(`\u`)) && utf8.Valid(data) {
 		return data
 	}
 	const replacement = `\ufffd`

@@ -35,9 +35,16 @@ type Config struct {
 // Config cannot leak them.
 type Secrets []string
 
-func (s Secrets) String() string               { return fmt.Sprintf("[%d secrets redacted]", len(s)) }
-func (s Secrets) GoString() string             { return s.String() }
-func (s Secrets) LogValue() slog.Value         { return slog.StringValue(s.String()) }
+// String prints how many secrets there are, never their value.
+func (s Secrets) String() string { return fmt.Sprintf("[%d secrets redacted]", len(s)) }
+
+// GoString redacts %#v as String does.
+func (s Secrets) GoString() string { return s.String() }
+
+// LogValue redacts the secrets in slog output as String does.
+func (s Secrets) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText redacts the secrets in JSON and text encodings as String does.
 func (s Secrets) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // ensureRetryMax caps the back-off between attempts to ensure the stream while NATS is away.

@@ -37,7 +37,7 @@ func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error
 		return nil, errors.New("parsing DATABASE_URL: invalid connection string")
 	}
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32)))
+	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32))) //nolint:gosec // G115: min bounds it to int32
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		registerUUID(conn)
 		return nil
@@ -75,20 +75,20 @@ func Ping(ctx context.Context, pool *pgxpool.Pool) error {
 type Fault int
 
 const (
-	// FaultNone: no error.
+	// FaultNone means there was no error.
 	FaultNone Fault = iota
-	// FaultUnavailable: Postgres could not be reached or dropped the connection (refused, lost,
+	// FaultUnavailable means Postgres could not be reached or dropped the connection (refused, lost,
 	// shutting down, too many connections, a read-only failover). It heals by itself: wait for
 	// the server and run the statement again, spending no attempt.
 	FaultUnavailable
-	// FaultConflict: a deadlock or serialization failure with another transaction. Run it again
+	// FaultConflict means a deadlock or serialization failure with another transaction. Run it again
 	// at once.
 	FaultConflict
-	// FaultPermanent: the statement can never succeed with these inputs (a data exception, an
+	// FaultPermanent means the statement can never succeed with these inputs (a data exception, an
 	// integrity violation, a syntax or undefined-object error, a program limit): retrying only
 	// delays it. Whatever carried the inputs is poison.
 	FaultPermanent
-	// FaultOther: anything else with the server reachable (a trigger's exception, a statement
+	// FaultOther means anything else with the server reachable (a trigger's exception, a statement
 	// timeout, an internal error): it may heal, so retry with back-off, a bounded number of times.
 	FaultOther
 )
