@@ -52,8 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "token":
 		return token(args, stdout)
 	case "help":
-		fmt.Fprint(stdout, usage)
-		return nil
+		_, err := fmt.Fprint(stdout, usage)
+		return err
 	default:
 		return fmt.Errorf("unknown command %q: want send or token (go run ./cmd/dev help)", cmd)
 	}
@@ -108,9 +108,11 @@ func send(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "svix-id   %s\ntype      %s\nuser      %s\nresponse  %d %s\n%s\n",
+	if _, err := fmt.Fprintf(stdout, "svix-id   %s\ntype      %s\nuser      %s\nresponse  %d %s\n%s\n",
 		sent.MessageID, sent.Type, sent.UserID, sent.Response.StatusCode,
-		http.StatusText(sent.Response.StatusCode), strings.TrimSpace(string(sent.Response.Body)))
+		http.StatusText(sent.Response.StatusCode), strings.TrimSpace(string(sent.Response.Body))); err != nil {
+		return err
+	}
 	if sent.Response.StatusCode != http.StatusOK {
 		return fmt.Errorf("ingest answered %d", sent.Response.StatusCode)
 	}
@@ -130,8 +132,8 @@ func token(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, tok)
-	return nil
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
 }
 
 func flagSet(name string) *flag.FlagSet {
@@ -147,8 +149,8 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) 
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stdout, usage)
-				return nil, nil
+				_, err := fmt.Fprint(stdout, usage)
+				return nil, err
 			}
 			return nil, fmt.Errorf("%w (go run ./cmd/dev help)", err)
 		}

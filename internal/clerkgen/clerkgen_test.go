@@ -317,7 +317,7 @@ func TestPostDeliversASignedWebhook(t *testing.T) {
 			http.Error(w, "bad", http.StatusUnauthorized)
 			return
 		}
-		fmt.Fprintf(w, `{"id":%q,"duplicate":false}`, r.Header.Get("svix-id"))
+		_, _ = fmt.Fprintf(w, `{"id":%q,"duplicate":false}`, r.Header.Get("svix-id"))
 	}))
 	t.Cleanup(srv.Close)
 

@@ -251,10 +251,10 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close() // only a lock; nothing was written
 		return nil, fmt.Errorf("another dev stack is running on %s (stop it, or pass another --data directory)", dir)
 	}
-	return func() { f.Close() }, nil
+	return func() { _ = f.Close() }, nil
 }
 
 // startNATS returns url when set, else starts the embedded server with its store under dir.
@@ -446,7 +446,7 @@ func printBanner(o Options, dir string, st State, dbURL string, external bool, l
 	if external {
 		pg = "from DATABASE_URL"
 	}
-	fmt.Fprintf(w, `
+	_, _ = fmt.Fprintf(w, `
 clerksync dev stack is up (data in %s; Ctrl-C stops it)
 
   ingest    %s/webhooks/clerk

@@ -83,9 +83,9 @@ func (s State) save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("saving dev state: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename; only a failed save leaves it
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the write error is the one to report
 		return fmt.Errorf("saving dev state: %w", err)
 	}
 	if err := tmp.Close(); err != nil {

@@ -431,7 +431,7 @@ func start(ctx context.Context, bin, dataDir string, port int, cred *syscall.Cre
 	if err != nil {
 		return nil, fmt.Errorf("opening the server log: %w", err)
 	}
-	defer logFile.Close() // the child holds its own copy
+	defer logFile.Close() //nolint:errcheck // only our copy of the descriptor; the child holds its own
 
 	socketDir := dataDir
 	if len(socketDir)+len("/.s.PGSQL.65535") > maxSocketPath {
@@ -496,7 +496,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 			}
 			return fmt.Errorf("postgres exited during start-up: %s (see %s)", msg, c.logPath)
 		case <-ctx.Done():
-			return fmt.Errorf("postgres did not accept connections in time: %v (see %s)", err, c.logPath)
+			return fmt.Errorf("postgres did not accept connections in time: %w (see %s)", err, c.logPath)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -225,7 +225,7 @@ func ensureTemplate(ctx context.Context, admin, name string) error {
 		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtext('clerksync-postgrestest'))"); err != nil {
 			return err
 		}
-		defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock(hashtext('clerksync-postgrestest'))") //nolint:errcheck
+		defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock(hashtext('clerksync-postgrestest'))") //nolint:errcheck // withConn closes the session next, which releases the lock anyway
 		var ready bool
 		err := conn.QueryRow(ctx, "SELECT datistemplate FROM pg_database WHERE datname = $1", name).Scan(&ready)
 		if err == nil && ready {
