@@ -121,6 +121,7 @@ func refuseAll(t *testing.T, attacks []attack) {
 // tampered is a valid webhook of body, signed at the fixture's clock, that change then alters.
 func tampered(body []byte, change func(t *testing.T, f *fixture, r *http.Request)) func(*testing.T, *fixture) *http.Request {
 	return func(t *testing.T, f *fixture) *http.Request {
+		t.Helper()
 		r := f.request(t, routeWebhooks, body)
 		change(t, f, r)
 		return r
@@ -142,6 +143,7 @@ func TestForgedWebhooks(t *testing.T) {
 	// signedAs signs signed and sends sent.
 	signedAs := func(signed, sent []byte) func(*testing.T, *fixture) *http.Request {
 		return tampered(signed, func(t *testing.T, f *fixture, r *http.Request) {
+			t.Helper()
 			if bytes.Equal(signed, sent) {
 				t.Fatal("the body sent is the body signed")
 			}
@@ -151,6 +153,7 @@ func TestForgedWebhooks(t *testing.T) {
 	// resent signs created and sends alter(created).
 	resent := func(alter func([]byte) []byte) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return signedAs(created, alter(bytes.Clone(created)))(t, f)
 		}
 	}
@@ -160,6 +163,7 @@ func TestForgedWebhooks(t *testing.T) {
 	// withSig replaces the valid signature header by what sig makes of it.
 	withSig := func(sig func(t *testing.T, valid string) string) func(*testing.T, *fixture) *http.Request {
 		return tampered(created, func(t *testing.T, f *fixture, r *http.Request) {
+			t.Helper()
 			setSignature(f, r, sig(t, r.Header.Get("Svix-Signature")))
 		})
 	}
@@ -171,6 +175,7 @@ func TestForgedWebhooks(t *testing.T) {
 		{name: "body re-serialised compact", request: resent(func([]byte) []byte { return compact })},
 		{name: "body re-serialised with tabs", request: resent(func([]byte) []byte { return indented })},
 		{name: "body re-serialised with keys reordered", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return signedAs(compact, reorderedJSON(t, compact))(t, f)
 		}},
 		{name: "first byte flipped", request: resent(flip(func(int) int { return 0 }))},
@@ -190,6 +195,7 @@ func TestForgedWebhooks(t *testing.T) {
 		{name: "signature truncated by one character", request: withSig(func(_ *testing.T, valid string) string { return valid[:len(valid)-1] })},
 		{name: "signature truncated to half", request: withSig(func(_ *testing.T, valid string) string { return valid[:len(valid)/2] })},
 		{name: "signature without its base64 padding", request: withSig(func(t *testing.T, valid string) string {
+			t.Helper()
 			if !strings.HasSuffix(valid, "=") {
 				t.Fatalf("signature %q has no padding", valid)
 			}
@@ -199,6 +205,7 @@ func TestForgedWebhooks(t *testing.T) {
 		{name: "signature in the base64url alphabet", request: urlAlphabet(created, base64.URLEncoding)},
 		{name: "signature in unpadded base64url", request: urlAlphabet(created, base64.RawURLEncoding)},
 		{name: "signature in hex", request: withSig(func(t *testing.T, valid string) string {
+			t.Helper()
 			raw, err := base64.StdEncoding.DecodeString(value(valid))
 			if err != nil {
 				t.Fatal(err)
@@ -231,6 +238,7 @@ func TestForgedWebhooks(t *testing.T) {
 // fixture's clock is fixed, so the id found is the same on every run.
 func urlAlphabet(body []byte, enc *base64.Encoding) func(*testing.T, *fixture) *http.Request {
 	return func(t *testing.T, f *fixture) *http.Request {
+		t.Helper()
 		for i := range 100 {
 			id := "msg_url_" + strconv.Itoa(i)
 			valid := signature(t, testSecret, id, f.opts.now, body)
@@ -301,6 +309,7 @@ func TestHostileTimestamps(t *testing.T) {
 	// signedAt is a webhook signed, as Svix would, at the integer second ts.
 	signedAt := func(ts int64) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			r := f.signedRequest(t, routeWebhooks, testSecret, newID(), time.Unix(ts, 0), created)
 			if got, want := r.Header.Get("Svix-Timestamp"), strconv.FormatInt(ts, 10); got != want {
 				t.Fatalf("signed at %q, want %q", got, want)
@@ -397,6 +406,7 @@ func TestHostileIDs(t *testing.T) {
 
 	withID := func(id string) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return f.signedRequest(t, routeWebhooks, testSecret, id, f.opts.now, created)
 		}
 	}
@@ -569,6 +579,7 @@ func TestBodyLimitReadsLittle(t *testing.T) {
 	t.Parallel()
 	const limit = 1024
 	over := func(t *testing.T) []byte {
+		t.Helper()
 		return padded(t, `{"type":"user.created","data":{"id":"user_1"},"pad":"`, limit+1)
 	}
 	tests := []struct {
@@ -578,11 +589,11 @@ func TestBodyLimitReadsLittle(t *testing.T) {
 		status        int
 		code          string
 	}{
-		{"one byte over, with Content-Length", func(t *testing.T) io.Reader { return bytes.NewReader(over(t)) },
+		{"one byte over, with Content-Length", func(t *testing.T) io.Reader { t.Helper(); return bytes.NewReader(over(t)) },
 			func(n int) int64 { return int64(n) }, http.StatusRequestEntityTooLarge, "payload_too_large"},
-		{"one byte over, chunked", func(t *testing.T) io.Reader { return bytes.NewReader(over(t)) },
+		{"one byte over, chunked", func(t *testing.T) io.Reader { t.Helper(); return bytes.NewReader(over(t)) },
 			func(int) int64 { return -1 }, http.StatusRequestEntityTooLarge, "payload_too_large"},
-		{"one byte over, Content-Length understated", func(t *testing.T) io.Reader { return bytes.NewReader(over(t)) },
+		{"one byte over, Content-Length understated", func(t *testing.T) io.Reader { t.Helper(); return bytes.NewReader(over(t)) },
 			func(int) int64 { return 10 }, http.StatusRequestEntityTooLarge, "payload_too_large"},
 		{"endless, chunked", func(*testing.T) io.Reader { return zeros{} },
 			func(int) int64 { return -1 }, http.StatusRequestEntityTooLarge, "payload_too_large"},
@@ -691,6 +702,7 @@ func TestContentEncodingAttacks(t *testing.T) {
 	// signedPlainSentAs signs created and sends it compressed, labelled coding.
 	signedPlainSentAs := func(coding string, chunked bool) func(*testing.T, *fixture) *http.Request {
 		return tampered(created, func(t *testing.T, f *fixture, r *http.Request) {
+			t.Helper()
 			setBody(f, r, compressed(t, coding, created))
 			if chunked {
 				r.ContentLength = -1
@@ -710,6 +722,7 @@ func TestContentEncodingAttacks(t *testing.T) {
 		// 16 MiB of zeros in about 16 KiB: far under the limit as sent, 64 times over it inflated.
 		name: "gzip bomb signed as sent",
 		request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			var b bytes.Buffer
 			zw := gzip.NewWriter(&b)
 			if _, err := io.Copy(zw, io.LimitReader(zeros{}, 16<<20)); err != nil {
@@ -740,7 +753,7 @@ func TestContentEncodingAttacks(t *testing.T) {
 // measured subtests are not parallel: Go runs a sequential test while every parallel one (the
 // flood among them) is paused. The bounds sit far above what remains of the noise and ingest's
 // own cost (a few dozen allocations and KiB), and well below an unbounded pass.
-func TestSignatureHeaderCost(t *testing.T) { //nolint:paralleltest // process-wide counters, see above
+func TestSignatureHeaderCost(t *testing.T) { // not parallel: process-wide counters, see above
 	created := readFile(t, "user.created.json")
 	secrets := []string{unknownSecret, rotatedSecret, testSecret}
 	entry := "v1," + strings.Repeat("A", 43) + "=" // the length of a real signature
@@ -769,7 +782,7 @@ func TestSignatureHeaderCost(t *testing.T) { //nolint:paralleltest // process-wi
 			return "v1" + strings.Repeat(",", maxSignatureHeader-2)
 		}, 2_000, 4 << 20},
 	}
-	for _, tt := range tests {
+	for _, tt := range tests { //nolint:paralleltest // process-wide counters, see above
 		t.Run(tt.name, func(t *testing.T) {
 			f := hostile(t, withSecrets(secrets...))
 			proto := f.request(t, routeWebhooks, created)

@@ -17,10 +17,14 @@ func TestStatuses(t *testing.T) {
 	t.Parallel()
 	created := readFile(t, "user.created.json")
 	signedBody := func(body string) func(*testing.T, *fixture) *http.Request {
-		return func(t *testing.T, f *fixture) *http.Request { return f.request(t, routeWebhooks, []byte(body)) }
+		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
+			return f.request(t, routeWebhooks, []byte(body))
+		}
 	}
 	edit := func(change func(*http.Request)) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			r := f.request(t, routeWebhooks, created)
 			change(r)
 			return r
@@ -28,16 +32,19 @@ func TestStatuses(t *testing.T) {
 	}
 	withID := func(id string) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return f.signedRequest(t, routeWebhooks, testSecret, id, f.opts.now, created)
 		}
 	}
 	at := func(ts time.Time) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return f.signedRequest(t, routeWebhooks, testSecret, newID(), ts, created)
 		}
 	}
 	method := func(m, path string) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			r := f.request(t, path, created)
 			r.Method = m
 			return r
@@ -46,6 +53,7 @@ func TestStatuses(t *testing.T) {
 	// bodyOfSize is a signed, valid webhook of exactly n bytes.
 	bodyOfSize := func(n int) func(*testing.T, *fixture) *http.Request {
 		return func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return f.request(t, routeWebhooks, padded(t, `{"type":"user.created","data":{"id":"user_1"},"pad":"`, n))
 		}
 	}
@@ -65,11 +73,13 @@ func TestStatuses(t *testing.T) {
 		// stored (or already stored: same svix-id) → 200 {"id","duplicate"}
 		{name: "stored", request: signedBody(string(created)), status: 200, added: 1},
 		{name: "stored via the /api/webhooks alias", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return f.request(t, routeWebhooksAlias, created)
 		}, status: 200, added: 1},
 		{name: "stored: a non-user event", request: signedBody(string(readFile(t, "session.created.json"))), status: 200, added: 1},
 		{name: "stored: body of exactly the limit", opts: []func(*options){withMaxBody(1024)}, request: bodyOfSize(1024), status: 200, added: 1},
 		{name: "already stored: same svix-id", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			first := f.request(t, routeWebhooks, created)
 			again := f.request(t, routeWebhooks, created)
 			again.Header = first.Header.Clone()
@@ -122,10 +132,12 @@ func TestStatuses(t *testing.T) {
 			r.Header.Set("Svix-Signature", "v1,"+strings.Repeat("A", 43)+"=")
 		}), status: 401, code: "invalid_signature"},
 		{name: "signed with an unknown secret", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			return f.signedRequest(t, routeWebhooks, unknownSecret, newID(), f.opts.now, created)
 		}, status: 401, code: "invalid_signature"},
 		{name: "signature of another id", request: edit(func(r *http.Request) { r.Header.Set("Svix-Id", newID()) }), status: 401, code: "invalid_signature"},
 		{name: "body changed after signing", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			r := f.request(t, routeWebhooks, created)
 			changed := bytes.Replace(created, []byte("example@example.org"), []byte("attacker@example.org"), 1)
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(changed)), int64(len(changed))
@@ -143,12 +155,14 @@ func TestStatuses(t *testing.T) {
 		// body over the limit → 413 payload_too_large
 		{name: "body over the limit", opts: []func(*options){withMaxBody(1024)}, request: bodyOfSize(1025), status: 413, code: "payload_too_large"},
 		{name: "chunked body over the limit", opts: []func(*options){withMaxBody(1024)}, request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			r := bodyOfSize(1025)(t, f)
 			r.ContentLength = -1 // sent chunked: no Content-Length to trust
 			r.Body = io.NopCloser(io.MultiReader(r.Body))
 			return r
 		}, status: 413, code: "payload_too_large"},
 		{name: "body far over the limit, chunked", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
 			r := f.request(t, routeWebhooks, created)
 			r.ContentLength = -1
 			r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(created), io.LimitReader(zeros{}, 64<<20)))
@@ -160,8 +174,14 @@ func TestStatuses(t *testing.T) {
 		{name: "PUT on the alias", request: method(http.MethodPut, routeWebhooksAlias), status: 405, code: "method_not_allowed"},
 
 		// unknown route → 404 not_found
-		{name: "unknown route", request: func(t *testing.T, f *fixture) *http.Request { return f.request(t, "/webhooks/stripe", created) }, status: 404, code: "not_found"},
-		{name: "route with a trailing segment", request: func(t *testing.T, f *fixture) *http.Request { return f.request(t, routeWebhooks+"/x", created) }, status: 404, code: "not_found"},
+		{name: "unknown route", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
+			return f.request(t, "/webhooks/stripe", created)
+		}, status: 404, code: "not_found"},
+		{name: "route with a trailing segment", request: func(t *testing.T, f *fixture) *http.Request {
+			t.Helper()
+			return f.request(t, routeWebhooks+"/x", created)
+		}, status: 404, code: "not_found"},
 
 		// JetStream unreachable or no ack in PUBLISH_TIMEOUT → 503 stream_unavailable + Retry-After
 		{
