@@ -211,7 +211,7 @@ func readMe(t *testing.T, apiURL, token string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, err := http.NewRequest(http.MethodGet, apiURL+"/auth/me", nil)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, apiURL+"/auth/me", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

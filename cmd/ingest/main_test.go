@@ -93,7 +93,7 @@ func TestRunServes(t *testing.T) {
 		t.Fatal("no listening line")
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Get(url + "/readyz")
+		resp, err := http.Get(url + "/readyz") //nolint:noctx // a test probe
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -611,7 +611,7 @@ func TestConfig(t *testing.T) {
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
-	if err := cfg.check(); err != errNoKeySource {
+	if err := cfg.check(); err != errNoKeySource { //nolint:errorlint // the assertion is that check returns the sentinel itself
 		t.Errorf("check without a key source = %v", err)
 	}
 

@@ -73,7 +73,7 @@ func (s *server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 func callRecovering(next echo.HandlerFunc, c *echo.Context) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			if r == http.ErrAbortHandler {
+			if r == http.ErrAbortHandler { //nolint:errorlint // a recovered value: net/http panics with the sentinel itself and compares it so
 				panic(r)
 			}
 			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())

@@ -73,12 +73,12 @@ func TestRun(t *testing.T) {
 			t.Fatalf("Run returned early: %v", err)
 		default:
 		}
-		resp, _ := get("/readyz", "")
+		resp, _ := get("/readyz", "") //nolint:bodyclose // get closes the body before it returns
 		return resp.StatusCode == http.StatusOK
 	})
 
 	const sub = "user_2run"
-	resp, body := get("/auth/me", iss.Token(sub))
+	resp, body := get("/auth/me", iss.Token(sub)) //nolint:bodyclose // get closes the body before it returns
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "user_not_synced") || resp.Header.Get("Retry-After") != "1" {
 		t.Fatalf("before sync: %d %s", resp.StatusCode, body)
 	}
@@ -94,7 +94,7 @@ func TestRun(t *testing.T) {
 	u.id = sub
 	b.syncUser(t, u)
 
-	resp, body = get("/auth/me", iss.Token(sub))
+	resp, body = get("/auth/me", iss.Token(sub)) //nolint:bodyclose // get closes the body before it returns
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after sync: %d %s", resp.StatusCode, body)
 	}
@@ -109,7 +109,7 @@ func TestRun(t *testing.T) {
 		t.Error("no X-Request-Id")
 	}
 
-	resp, body = get("/metrics", "")
+	resp, body = get("/metrics", "") //nolint:bodyclose // get closes the body before it returns
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `clerksync_api_requests_total{method="GET",route="/auth/me",status="200"} 1`) {
 		t.Errorf("/metrics: %d\n%s", resp.StatusCode, body)
 	}
@@ -123,7 +123,7 @@ func TestRun(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Run did not return within 15s of its context ending")
 	}
-	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if _, err := (&net.Dialer{Timeout: time.Second}).DialContext(t.Context(), "tcp", ln.Addr().String()); err == nil {
 		t.Error("still listening after Run returned")
 	}
 }

@@ -109,7 +109,7 @@ func waitReady(t *testing.T, base string, done chan error) {
 			t.Fatalf("%s stopped before it was ready: %v", base, err)
 		default:
 		}
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(base + "/readyz") //nolint:noctx // a test probe
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -143,7 +143,7 @@ type response struct {
 
 func (s stack) me(t *testing.T, sub string) response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.apiURL+"/auth/me", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, s.apiURL+"/auth/me", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

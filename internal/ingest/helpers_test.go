@@ -356,7 +356,7 @@ func newBlackhole(t testing.TB, upstream string) *blackhole {
 			if err != nil {
 				return
 			}
-			server, err := net.Dial("tcp", b.upstream)
+			server, err := net.Dial("tcp", b.upstream) //nolint:noctx // a loopback dial in the proxy's accept loop, which ends when its listener closes
 			if err != nil {
 				_ = client.Close()
 				continue

@@ -38,7 +38,7 @@ func Ingest(ctx context.Context, stage string, o IngestOptions) (Result, error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("webhook secret: %w", err)
 	}
-	if _, err := http.NewRequest(http.MethodPost, o.URL, nil); err != nil {
+	if _, err := http.NewRequestWithContext(ctx, http.MethodPost, o.URL, nil); err != nil {
 		return Result{}, fmt.Errorf("ingest url: %w", err)
 	}
 	client := newHTTPClient(o.Clients)

@@ -45,7 +45,7 @@ func TestPostmasterDiesWithItsStarter(t *testing.T) {
 
 // TestHelperStartsCluster is the helper process of TestPostmasterDiesWithItsStarter; run
 // directly it does nothing.
-func TestHelperStartsCluster(t *testing.T) {
+func TestHelperStartsCluster(t *testing.T) { //nolint:paralleltest // the helper process of TestPostmasterDiesWithItsStarter, not a test of its own
 	dir := os.Getenv("PGCLUSTER_HELPER_DATADIR")
 	if dir == "" {
 		return

@@ -248,7 +248,7 @@ func waitStatus(t *testing.T, url string, want int) {
 	t.Helper()
 	var last string
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Get(url)
+		resp, err := http.Get(url) //nolint:noctx // a test probe
 		if err != nil {
 			last = err.Error()
 			continue
