@@ -45,7 +45,7 @@ func Upsert(ctx context.Context, stage string, o UpsertOptions) (Result, error) 
 	if err != nil {
 		return Result{}, errors.New("database url: invalid connection string")
 	}
-	cfg.MaxConns = int32(parallel + 1)
+	cfg.MaxConns = int32(parallel + 1) //nolint:gosec // G115: parallel is a connection count, at least 1, far below 2^31
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return Result{}, fmt.Errorf("connecting to postgres: %w", err)
@@ -69,7 +69,7 @@ func Upsert(ctx context.Context, stage string, o UpsertOptions) (Result, error) 
 	for _, e := range events {
 		h := fnv.New32a()
 		h.Write([]byte(e.ClerkUserID))
-		p := int(h.Sum32() % uint32(parallel))
+		p := int(h.Sum32() % uint32(parallel)) //nolint:gosec // G115: parallel is a connection count, at least 1, far below 2^32
 		parts[p] = append(parts[p], e)
 	}
 

@@ -195,7 +195,7 @@ func (a *applier) commitOrSplit(ctx context.Context, ds []*delivery, idx []int, 
 		results[i], err = a.park(ctx, d, fmt.Errorf("cannot apply: %w", err), "poison")
 		return err
 	}
-	if d.attempt >= uint64(a.maxAttempts) {
+	if d.attempt >= uint64(a.maxAttempts) { //nolint:gosec // G115: at least 1 (Config.check; 1 for replay and retry)
 		reason := err
 		if a.maxAttempts > 1 {
 			reason = fmt.Errorf("failed %d times, last: %w", d.attempt, err)
@@ -299,7 +299,7 @@ func (a *applier) park(ctx context.Context, d *delivery, reason error, why strin
 		err := a.untilReachable(ctx, []*delivery{d}, func(ctx context.Context) error {
 			_, err := dbsqlc.New(a.pool).InsertDeadLetter(ctx, dbsqlc.InsertDeadLetterParams{
 				EventID:   pgtype.Text{String: d.EventID, Valid: d.EventID != ""},
-				StreamSeq: int64(d.Seq),
+				StreamSeq: int64(d.Seq), //nolint:gosec // G115: a stream sequence counts messages from 1, far below 2^63
 				Subject:   d.Subject,
 				Error:     reason.Error(),
 				Payload:   body,

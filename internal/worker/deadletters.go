@@ -138,8 +138,8 @@ func RetryDeadLetters(ctx context.Context, cfg Config, id int64, logger *slog.Lo
 	}
 	for _, dl := range dls {
 		sum.Read++
-		sum.LastSeq = uint64(dl.StreamSeq)
-		d := &delivery{Seq: uint64(dl.StreamSeq), Subject: dl.Subject, EventID: dl.EventID.String, Body: dl.Payload,
+		sum.LastSeq = uint64(dl.StreamSeq) //nolint:gosec // G115: written from a stream sequence (int64(d.Seq)), never negative
+		d := &delivery{Seq: sum.LastSeq, Subject: dl.Subject, EventID: dl.EventID.String, Body: dl.Payload,
 			attempt: 1, deadLetter: dl.ID}
 		d.parse()
 		results, err := a.apply(ctx, []*delivery{d})

@@ -32,7 +32,7 @@ func (r *userRows) add(d *delivery) {
 	ev := d.user
 	r.EventIds = append(r.EventIds, d.EventID)
 	r.EventTypes = append(r.EventTypes, d.Type)
-	r.StreamSeqs = append(r.StreamSeqs, int64(d.Seq))
+	r.StreamSeqs = append(r.StreamSeqs, int64(d.Seq)) //nolint:gosec // G115: a stream sequence counts messages from 1, far below 2^63
 	r.UserIds = append(r.UserIds, UserID(ev.ClerkUserID))
 	r.SubscriptionIds = append(r.SubscriptionIds, SubscriptionID(ev.ClerkUserID))
 	r.ClerkUserIds = append(r.ClerkUserIds, ev.ClerkUserID)
