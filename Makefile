@@ -4,6 +4,7 @@ SHELL := /usr/bin/env bash
 SQLC_VERSION          := v1.31.1
 GOLANGCI_LINT_VERSION := v2.6.2
 GOVULNCHECK_VERSION   := v1.9.0
+GOTESTSUM_VERSION     := v1.13.0
 # The Go vulnerability database as a Go module: golang.org/x/vulndb holds every OSV entry under
 # data/osv and cmd/indexdb, which turns them into the database govulncheck reads. Pinning it makes
 # make vuln reproducible and needs nothing but the module proxy (not vuln.go.dev).
@@ -24,7 +25,8 @@ SOAK_FLAGS            ?=
 
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  %s%-16s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: generate
 generate: ## Regenerate the sqlc code in internal/postgres/dbsqlc from queries/ and schema/.
@@ -44,9 +46,12 @@ check: ## gofmt and go vet.
 lint: check ## golangci-lint (pinned) on top of gofmt and go vet.
 	go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./...
 
+# gotestsum runs go test -json and prints one line per package (a failing one with its shuffle
+# seed), then the skipped and failed tests in full and a closing "DONE N tests[, S skipped][, F
+# failures] in T" line; it exits non-zero when go test does.
 .PHONY: test
-test: ## Run every test with the race detector (needs Postgres; NATS is embedded).
-	go test -race -shuffle=on -count=1 $(GO_TEST_FLAGS) ./...
+test: ## Run every test with the race detector (needs Postgres; NATS is embedded), then a summary.
+	go run gotest.tools/gotestsum@$(GOTESTSUM_VERSION) --format pkgname --format-hide-empty-pkg -- -race -shuffle=on -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: ## Run the Go benchmarks.
