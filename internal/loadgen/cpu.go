@@ -42,14 +42,16 @@ func sampleCPU(workerPID int) cpuTimes {
 		case st.Comm == "postgres":
 			// A backend that exited (a pool closed) is gone from /proc: its time went to the
 			// postmaster's children's times when it was reaped.
-			t.postgres += cpu + ticks(uint(st.CUTime+st.CSTime)) //nolint:gosec // never negative
+			t.postgres += cpu + ticks(uint(st.CUTime+st.CSTime)) //nolint:gosec // G115: children's ticks, never negative
 		}
 	}
 	return t
 }
 
 // ticks converts clock ticks of /proc/<pid>/stat (USER_HZ, 100 on Linux) to a duration.
-func ticks(n uint) time.Duration { return time.Duration(n) * time.Second / 100 }
+func ticks(n uint) time.Duration {
+	return time.Duration(n) * time.Second / 100 //nolint:gosec // G115: a process's ticks, far below 2^63
+}
 
 // perEvent is the CPU each process spent per event between two samples, in microseconds.
 type perEvent struct {

@@ -156,7 +156,7 @@ func RawFold(ctx context.Context, stage string, o RawFoldOptions) (Result, error
 			}
 			h := fnv.New32a()
 			_, _ = h.Write([]byte(e.clerkUserID))
-			k := int(h.Sum32() % uint32(parallel)) //nolint:gosec // parallel is small
+			k := int(h.Sum32() % uint32(parallel)) //nolint:gosec // G115: parallel is a connection count
 			parts[k].msgs = append(parts[k].msgs, msgs[i])
 			parts[k].cols.add(e)
 		}
@@ -291,11 +291,16 @@ func decodeRawFold(m jetstream.Msg) (d rawFoldDecoded) {
 		d.err = fmt.Errorf("decoding seq %d: %w", meta.Sequence.Stream, err)
 		return d
 	}
-	if err := json.Unmarshal(ev.Data, &u); err != nil || u.ID == "" {
-		d.err = fmt.Errorf("decoding seq %d: a user event without data.id (%v)", meta.Sequence.Stream, err)
+	if err := json.Unmarshal(ev.Data, &u); err != nil {
+		d.err = fmt.Errorf("decoding seq %d: %w", meta.Sequence.Stream, err)
 		return d
 	}
-	d.eventID, d.eventType, d.seq, d.clerkUserID = m.Headers().Get(event.HeaderSvixID), ev.Type, int64(meta.Sequence.Stream), u.ID
+	if u.ID == "" {
+		d.err = fmt.Errorf("decoding seq %d: a user event without data.id", meta.Sequence.Stream)
+		return d
+	}
+	d.seq = int64(meta.Sequence.Stream) //nolint:gosec // G115: stream sequences count from 1, far below 2^63
+	d.eventID, d.eventType, d.clerkUserID = m.Headers().Get(event.HeaderSvixID), ev.Type, u.ID
 	ms := func(v *int64) *time.Time {
 		if v == nil {
 			return nil

@@ -276,7 +276,7 @@ func (c *consumer) untrack(ds []*delivery) {
 func lane(key string, n int) int {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is at most 64
+	return int(h.Sum32() % uint32(n)) //nolint:gosec // G115: n is at most 64
 }
 
 // waitForPostgres waits until Postgres answers again, holding every message in flight from
