@@ -40,6 +40,7 @@ func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error
 	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32))) //nolint:gosec // G115: min bounds it to int32
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		registerUUID(conn)
+		registerSlices(conn)
 		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
