@@ -22,11 +22,13 @@ import (
 	"github.com/clerksync/clerksync/internal/event"
 )
 
-// Event types the worker folds into users.
+// Event types the worker folds into users. UserSnapshot is not Clerk's: clerksync appends it
+// with what it read from the Backend API, and it folds exactly like UserUpdated.
 const (
-	UserCreated = "user.created"
-	UserUpdated = "user.updated"
-	UserDeleted = "user.deleted"
+	UserCreated  = "user.created"
+	UserUpdated  = "user.updated"
+	UserDeleted  = "user.deleted"
+	UserSnapshot = "user.snapshot"
 )
 
 // ErrMalformed means a payload is not the JSON shape Clerk sends. ErrInvalidType (from package
@@ -136,7 +138,8 @@ func unquote(v gjson.Result) (string, error) {
 	return s, nil
 }
 
-// UserEvent is a user.created, user.updated or user.deleted event, parsed for the worker.
+// UserEvent is a user.created, user.updated, user.snapshot or user.deleted event, parsed for the
+// worker.
 type UserEvent struct {
 	Type        string
 	ClerkUserID string
@@ -171,7 +174,7 @@ func ParseUserEvent(body []byte) (UserEvent, error) {
 	}
 	ev := UserEvent{Type: raw.typ}
 	switch ev.Type {
-	case UserCreated, UserUpdated, UserDeleted:
+	case UserCreated, UserUpdated, UserSnapshot, UserDeleted:
 	default:
 		return UserEvent{}, fmt.Errorf("%w: %q is not a user event clerksync applies", ErrMalformed, truncate(ev.Type))
 	}

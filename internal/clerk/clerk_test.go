@@ -265,3 +265,25 @@ func replaceNUL(v any) any {
 	}
 	return v
 }
+
+// TestParseUserSnapshot: a user.snapshot (clerksync's own message from the Backend API) parses
+// exactly like the user.updated with the same data.
+func TestParseUserSnapshot(t *testing.T) {
+	t.Parallel()
+	const data = `{"id":"user_1","object":"user","updated_at":1715645280853,"created_at":1715645280775,"first_name":"Ada","email_addresses":[{"id":"idn_1","email_address":"ada@example.org"}],"primary_email_address_id":"idn_1"}`
+	snap, err := clerk.ParseUserEvent([]byte(`{"object":"event","type":"user.snapshot","timestamp":1733333333123,"data":` + data + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd, err := clerk.ParseUserEvent([]byte(`{"object":"event","type":"user.updated","timestamp":1733333333123,"data":` + data + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Type != clerk.UserSnapshot || string(snap.User.Data) != data {
+		t.Errorf("snapshot: type %q, data %s", snap.Type, snap.User.Data)
+	}
+	snap.Type = clerk.UserUpdated
+	if diff := cmp.Diff(upd, snap); diff != "" {
+		t.Errorf("snapshot vs update (-update +snapshot)\n%s", diff)
+	}
+}

@@ -72,7 +72,7 @@ func (r reference) userEvent() (ev clerk.UserEvent, ok bool) {
 	}
 	ev.Type = typ
 	switch typ {
-	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
+	case clerk.UserCreated, clerk.UserUpdated, clerk.UserSnapshot, clerk.UserDeleted:
 	default:
 		return ev, false
 	}
@@ -234,6 +234,7 @@ var referenceSeeds = []string{
 	`{"type":"user.created","timestamp":1,"data":{"id":"u","updated_at":2,"email_addresses":[null,{"id":"e","email_address":null}],"primary_email_address_id":"e"}}`,
 	`{"type":"user.created","timestamp":1,"data":{"id":"u","updated_at":2,"email_addresses":{}}}`,
 	`{"type":"user.deleted","timestamp":1,"data":{"id":"u","deleted":true}}`,
+	`{"type":"user.snapshot","timestamp":1,"data":{"id":"u","updated_at":2}}`,
 	`{"type":"user.deleted","timestamp":null,"data":{"id":"u"}}`,
 	` {"type":"a.b","data":{}} `,
 	`{"type":"a.b","data":{}}x`,

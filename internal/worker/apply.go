@@ -80,7 +80,7 @@ func (d *delivery) key() string {
 // folded reports whether the worker folds events of type typ.
 func folded(typ string) bool {
 	switch typ {
-	case clerk.UserCreated, clerk.UserUpdated, clerk.UserDeleted:
+	case clerk.UserCreated, clerk.UserUpdated, clerk.UserSnapshot, clerk.UserDeleted:
 		return true
 	}
 	return false
