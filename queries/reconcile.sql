@@ -1,0 +1,18 @@
+-- name: UserVersions :many
+-- What worker reconcile compares a page of the Backend API's users against: each known user's
+-- version (NULL for a tombstone) and whether it is a tombstone.
+SELECT clerk_user_id, clerk_updated_at, deleted_at
+FROM users
+WHERE clerk_user_id = ANY(@clerk_user_ids::text[]);
+
+-- name: LiveUserIDs :many
+-- The live users as a reconcile sweep starts: those the sweep does not see are missing from
+-- Clerk (a user created after this read is not among them, so it cannot be taken for missing).
+SELECT clerk_user_id FROM users WHERE deleted_at IS NULL ORDER BY clerk_user_id COLLATE "C";
+
+-- name: TryAdvisoryLock :one
+-- A session-level advisory lock: held by the connection until unlocked or closed.
+SELECT pg_try_advisory_lock(@key::bigint);
+
+-- name: AdvisoryUnlock :one
+SELECT pg_advisory_unlock(@key::bigint);
