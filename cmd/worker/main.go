@@ -6,6 +6,7 @@
 //	worker replay --since RFC3339 | --from-seq N [--to-seq N] [--dry-run] [--reapply]
 //	worker dead-letters list [--all] [--json]
 //	worker dead-letters retry [ID]
+//	worker reconcile [--dry-run] [--prune] [--kinds users]
 package main
 
 import (
@@ -29,10 +30,19 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitCode is 2 for a refusal the operator must look at (reconcile --prune would delete too
+// much, or its sweep was incomplete), 1 for any other failure.
+func exitCode(err error) int {
+	if errors.Is(err, worker.ErrPruneRefused) {
+		return 2
+	}
+	return 1
 }
 
 const usage = `usage:
@@ -40,9 +50,11 @@ const usage = `usage:
   worker migrate                   apply the migrations and exit
   worker replay --since RFC3339 | --from-seq N [--to-seq N] [--dry-run] [--reapply]
   worker dead-letters list [--all] [--json]
-  worker dead-letters retry [ID]   re-apply one dead letter, or every pending one`
+  worker dead-letters retry [ID]   re-apply one dead letter, or every pending one
+  worker reconcile [--dry-run] [--prune] [--kinds users]
+                                   snapshot every new or changed Clerk user into the stream`
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	logging, err := service.ParseEnv[service.Logging](getenv)
 	if err != nil {
 		return err
@@ -56,13 +68,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	slog.SetDefault(logger)
-	if err := dispatch(ctx, cfg, args, logger, stdout, strings.EqualFold(logging.Format, "json")); !errors.Is(err, errHelp) {
+	if err := dispatch(ctx, cfg, args, logger, stdout, stderr, strings.EqualFold(logging.Format, "json")); !errors.Is(err, errHelp) {
 		return err
 	}
 	return nil
 }
 
-func dispatch(ctx context.Context, cfg worker.Config, args []string, logger *slog.Logger, stdout io.Writer, jsonLogs bool) error {
+func dispatch(ctx context.Context, cfg worker.Config, args []string, logger *slog.Logger, stdout, stderr io.Writer, jsonLogs bool) error {
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
@@ -85,6 +97,8 @@ func dispatch(ctx context.Context, cfg worker.Config, args []string, logger *slo
 		return replay(ctx, cfg, args, logger, stdout)
 	case "dead-letters":
 		return deadLetters(ctx, cfg, args, logger, stdout, jsonLogs)
+	case "reconcile":
+		return reconcile(ctx, cfg, args, logger, stdout, stderr)
 	case "help":
 		_, err := fmt.Fprintln(stdout, usage)
 		return err
@@ -112,6 +126,27 @@ func replay(ctx context.Context, cfg worker.Config, args []string, logger *slog.
 		opts.Since = t
 	}
 	_, err := worker.Replay(ctx, cfg, opts, logger)
+	return err
+}
+
+// reconcile runs one sweep; progress and the summary go to stderr. Exit 0 only when the sweep
+// completed (and, with --prune, pruned or had nothing to prune).
+func reconcile(ctx context.Context, cfg worker.Config, args []string, logger *slog.Logger, stdout, stderr io.Writer) error {
+	fs := newFlagSet("reconcile")
+	dryRun := fs.Bool("dry-run", false, "read and compare, publish nothing")
+	prune := fs.Bool("prune", false, "after a complete sweep, publish a delete for each live row Clerk no longer has (refused when that is more than half of them)")
+	kinds := fs.String("kinds", worker.KindUsers, "comma-separated kinds to sweep: users")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	ks, err := worker.ParseKinds(*kinds)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	if cfg.ClerkSecretKey == "" {
+		return errors.New("reconcile: CLERK_SECRET_KEY is not set: set it to the secret key (sk_…) of the Clerk instance to read")
+	}
+	_, err = worker.Reconcile(ctx, cfg, worker.ReconcileOptions{DryRun: *dryRun, Prune: *prune, Kinds: ks, Progress: stderr}, logger)
 	return err
 }
 

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/clerksync/clerksync/internal/clerkapi/clerkapitest"
+	"github.com/clerksync/clerksync/internal/event/eventtest"
 	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
+	"github.com/clerksync/clerksync/internal/worker"
 )
 
 func TestRun(t *testing.T) {
@@ -39,12 +44,17 @@ func TestRun(t *testing.T) {
 		{"dead-letters retry with nothing pending", []string{"dead-letters", "retry"}, withDB, "", ""},
 		{"dead-letters retry a bad id", []string{"dead-letters", "retry", "x"}, withDB, "not a dead letter id", ""},
 		{"dead-letters retry a missing id", []string{"dead-letters", "retry", "42"}, withDB, "dead letter 42 does not exist", ""},
+		{"reconcile needs the key", []string{"reconcile"}, withDB, "CLERK_SECRET_KEY is not set", ""},
+		{"reconcile of a kind not swept yet", []string{"reconcile", "--kinds", "organizations"}, withDB, "not swept yet", ""},
+		{"reconcile of an unknown kind", []string{"reconcile", "--kinds", "groups"}, withDB, `unknown kind`, ""},
+		{"reconcile -h", []string{"reconcile", "-h"}, withDB, "", "-prune"},
+		{"RECONCILE_INTERVAL needs the key", nil, env(map[string]string{"DATABASE_URL": dbURL, "RECONCILE_INTERVAL": "1h"}), "CLERK_SECRET_KEY", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, tt.getenv, &out)
+			err := run(context.Background(), tt.args, tt.getenv, &out, &out)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("run(%q): %v", tt.args, err)
@@ -55,5 +65,49 @@ func TestRun(t *testing.T) {
 				t.Errorf("output %q does not contain %q", out.String(), tt.wantOut)
 			}
 		})
+	}
+}
+
+// TestReconcile runs worker reconcile through run against a fake Backend API: progress and the
+// summary on stderr, exit 0 after a complete sweep, 2 when --prune refuses; the key shows
+// nowhere.
+func TestReconcile(t *testing.T) {
+	t.Parallel()
+	const key = "sk_test_cmdWORKERreconcileNEVERshown"
+	api := clerkapitest.New(t, key)
+	for i := range 3 {
+		if err := api.Put(clerkapitest.NewUser(fmt.Sprintf("user_%d", i), 1700000000000+int64(i), 1700000000000, "A")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vars := map[string]string{
+		"DATABASE_URL": postgrestest.NewDatabase(t), "NATS_URL": eventtest.NewServer(t).URL(),
+		"CLERK_API_URL": api.URL, "CLERK_SECRET_KEY": key, "CLERK_API_RATE": "100", "LOG_FORMAT": "json",
+	}
+	getenv := func(k string) string { return vars[k] }
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"reconcile", "--dry-run", "--prune"}, getenv, &stdout, &stderr); err != nil {
+		t.Fatalf("reconcile --dry-run: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "reconcile users: complete: seen 3, published 3, unchanged 0, missing 0, pruned 0") {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+	if err := run(context.Background(), []string{"reconcile"}, getenv, &stdout, &stderr); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+
+	vars["CLERK_SECRET_KEY"] = "sk_test_wrong"
+	err := run(context.Background(), []string{"reconcile", "--prune"}, getenv, &stdout, &stderr)
+	if !errors.Is(err, worker.ErrPruneRefused) || exitCode(err) != 2 || !strings.Contains(err.Error(), "CLERK_SECRET_KEY") {
+		t.Errorf("reconcile --prune with a refused key: %v (exit %d)", err, exitCode(err))
+	}
+	err = run(context.Background(), []string{"reconcile"}, getenv, &stdout, &stderr)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "CLERK_SECRET_KEY") {
+		t.Errorf("reconcile with a refused key: %v (exit %d)", err, exitCode(err))
+	}
+	for _, out := range []string{stdout.String(), stderr.String()} {
+		if strings.Contains(out, key) || strings.Contains(out, "sk_test_wrong") {
+			t.Errorf("a key shows in the output:\n%s", out)
+		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/clerksync/clerksync/internal/clerkapi"
 	"github.com/clerksync/clerksync/internal/event"
 	"github.com/clerksync/clerksync/internal/postgres"
 	"github.com/clerksync/clerksync/internal/service"
@@ -52,6 +53,14 @@ type Config struct {
 	// Stream configures the stream when the worker starts before ingest has created it.
 	Stream event.StreamConfig
 
+	// The Clerk Backend API, for worker reconcile and the periodic sweep.
+	ClerkAPIURL    string             `env:"CLERK_API_URL" envDefault:"https://api.clerk.com"`
+	ClerkSecretKey clerkapi.SecretKey `env:"CLERK_SECRET_KEY"`
+	// ClerkAPIRate is the most Backend API requests per second, with bursts of as many (0: 10).
+	ClerkAPIRate float64 `env:"CLERK_API_RATE" envDefault:"10"`
+	// ReconcileInterval, when set, makes the long-running worker sweep that often (0: never).
+	ReconcileInterval time.Duration `env:"RECONCILE_INTERVAL" envDefault:"0"`
+
 	// NoMigrate skips the migrations at start (the --no-migrate flag; not an environment variable).
 	NoMigrate bool
 }
@@ -72,6 +81,12 @@ func (c Config) validate() error {
 		return errors.New("config: WORKER_RETRY_DELAY must be positive and at most WORKER_RETRY_MAX_DELAY")
 	case c.Consumer == "":
 		return errors.New("config: WORKER_CONSUMER must not be empty")
+	case c.ClerkAPIRate < 0:
+		return fmt.Errorf("config: CLERK_API_RATE %v: want a positive number of requests per second", c.ClerkAPIRate)
+	case c.ReconcileInterval < 0:
+		return fmt.Errorf("config: RECONCILE_INTERVAL %s: want a positive duration, or 0 for never", c.ReconcileInterval)
+	case c.ReconcileInterval > 0 && c.ClerkSecretKey == "":
+		return errors.New("config: RECONCILE_INTERVAL is set but CLERK_SECRET_KEY is not: the sweep reads Clerk's Backend API with it")
 	}
 	return nil
 }
@@ -147,6 +162,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	g.Go(func() error { return service.Serve(gctx, service.NewServer(mux, logger), ln, logger) })
 	g.Go(func() error { return c.run(gctx) })
 	g.Go(func() error { return c.watchMaxDeliveries(gctx, advisories) })
+	if cfg.ReconcileInterval > 0 {
+		g.Go(func() error { return reconcileEvery(gctx, cfg, js, reg, logger) })
+	}
 	err = g.Wait()
 	logger.Info("worker stopped")
 	return err

@@ -44,6 +44,7 @@ type Fake struct {
 	faults    map[int64]Fault
 	requests  int64
 	perSecond map[int64]int
+	times     []time.Time
 	badAuth   int64
 	latency   time.Duration
 	closing   chan struct{}
@@ -195,6 +196,20 @@ func (f *Fake) PerSecond() []SecondCount {
 	return out
 }
 
+// MaxInWindow returns the most requests the fake received within any span of d.
+func (f *Fake) MaxInWindow(d time.Duration) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	most, j := 0, 0
+	for i := range f.times {
+		for f.times[i].Sub(f.times[j]) >= d {
+			j++
+		}
+		most = max(most, i-j+1)
+	}
+	return most
+}
+
 // SecondCount is one second's request count.
 type SecondCount struct {
 	Second int64
@@ -204,7 +219,9 @@ type SecondCount struct {
 func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.requests++
-	f.perSecond[time.Now().Unix()]++
+	now := time.Now()
+	f.perSecond[now.Unix()]++
+	f.times = append(f.times, now)
 	fault, faulty := f.faults[f.requests]
 	latency := f.latency
 	authorized := r.Header.Get("Authorization") == "Bearer "+f.key
