@@ -173,36 +173,68 @@ func parseUser(raw json.RawMessage) (User, error) {
 
 // ListUsers reads every user, oldest first: GET /v1/users?limit=500&order_by=created_at, then
 // starting_after=<the last id> until a page holds fewer than 500. fn gets each page in order;
-// an error from fn stops the listing and is returned as is.
+// an error from fn stops the listing and is returned as is. The next page is read while fn
+// works on the current one (one request ahead, under the same limiter), so a caller that
+// publishes what it reads is not held up by the API's latency, nor the API by the caller.
 func (c *Client) ListUsers(ctx context.Context, fn func(page []User) error) error {
-	after := ""
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		page []User
+		err  error
+	}
+	fetch := func(after string) <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			page, err := c.usersPage(ctx, after)
+			ch <- result{page, err}
+		}()
+		return ch
+	}
+	next := fetch("")
 	for {
-		q := url.Values{"limit": {strconv.Itoa(PageSize)}, "order_by": {"created_at"}}
-		if after != "" {
-			q.Set("starting_after", after)
+		r := <-next
+		if r.err != nil {
+			return r.err
 		}
-		body, err := c.get(ctx, "/v1/users", q)
-		if err != nil {
-			return fmt.Errorf("listing users after %q: %w", after, err)
+		next = nil
+		if len(r.page) == PageSize {
+			next = fetch(r.page[len(r.page)-1].ID)
 		}
-		var raws []json.RawMessage
-		if err := json.Unmarshal(body, &raws); err != nil {
-			return fmt.Errorf("listing users after %q: the response is not a JSON array: %w", after, err)
-		}
-		page := make([]User, len(raws))
-		for i, raw := range raws {
-			if page[i], err = parseUser(raw); err != nil {
-				return fmt.Errorf("listing users after %q: %w", after, err)
+		if err := fn(r.page); err != nil {
+			if next != nil {
+				cancel()
+				<-next
 			}
-		}
-		if err := fn(page); err != nil {
 			return err
 		}
-		if len(page) < PageSize {
+		if next == nil {
 			return nil
 		}
-		after = page[len(page)-1].ID
 	}
+}
+
+// usersPage reads the page of users after the id after ("" for the first).
+func (c *Client) usersPage(ctx context.Context, after string) ([]User, error) {
+	q := url.Values{"limit": {strconv.Itoa(PageSize)}, "order_by": {"created_at"}}
+	if after != "" {
+		q.Set("starting_after", after)
+	}
+	body, err := c.get(ctx, "/v1/users", q)
+	if err != nil {
+		return nil, fmt.Errorf("listing users after %q: %w", after, err)
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil {
+		return nil, fmt.Errorf("listing users after %q: the response is not a JSON array: %w", after, err)
+	}
+	page := make([]User, len(raws))
+	for i, raw := range raws {
+		if page[i], err = parseUser(raw); err != nil {
+			return nil, fmt.Errorf("listing users after %q: %w", after, err)
+		}
+	}
+	return page, nil
 }
 
 // GetUser reads one user: GET /v1/users/{id}. A 404 is ErrNotFound.

@@ -99,6 +99,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		MaxAge:      cfg.MaxAge,
 		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.DuplicateWindow,
+		// worker reconcile publishes a page of snapshots as one atomic batch: one flush for
+		// the page instead of one per message (see Publisher.PublishBatch).
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensuring stream %s: %w", Stream, err)

@@ -3,6 +3,8 @@ package event
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,11 +116,12 @@ func message(typ, id string, data []byte, at time.Time) *nats.Msg {
 }
 
 // Publisher publishes messages asynchronously with up to a window of them awaiting their
-// PubAck, so a sweep is not bound by one round trip per object; Wait returns once every
-// message published so far was acknowledged (or the first error).
+// PubAck (a sliding window: each new message waits for the oldest only), so a sweep is not bound
+// by one round trip per object; Wait returns once every message published so far was
+// acknowledged (or the first error). It is not safe for concurrent use.
 type Publisher struct {
 	js      jetstream.JetStream
-	window  chan struct{}
+	window  chan struct{} // only its capacity is used
 	pending []jetstream.PubAckFuture
 	timeout time.Duration
 	// Stored and Duplicates count the acknowledged messages.
@@ -131,12 +134,13 @@ func NewPublisher(js jetstream.JetStream, window int, timeout time.Duration) *Pu
 	return &Publisher{js: js, window: make(chan struct{}, max(1, window)), timeout: timeout}
 }
 
-// Publish sends msg; when the window is full it first waits for the acknowledgements.
+// Publish sends msg; when the window is full it first waits for the oldest acknowledgement.
 func (p *Publisher) Publish(ctx context.Context, msg *nats.Msg) error {
 	if len(p.pending) == cap(p.window) {
-		if err := p.Wait(ctx); err != nil {
+		if err := p.await(ctx, p.pending[0]); err != nil {
 			return err
 		}
+		p.pending = p.pending[1:]
 	}
 	f, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
@@ -146,30 +150,124 @@ func (p *Publisher) Publish(ctx context.Context, msg *nats.Msg) error {
 	return nil
 }
 
-// Wait waits for the PubAck of every message published so far.
+// Wait waits for the PubAck of every message published so far, and returns the first error.
 func (p *Publisher) Wait(ctx context.Context) error {
-	timer := time.NewTimer(p.timeout)
-	defer timer.Stop()
 	pending := p.pending
-	p.pending = p.pending[:0]
+	p.pending = nil
 	var first error
 	for _, f := range pending {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				p.Duplicates++
-			} else {
-				p.Stored++
+		if err := p.await(ctx, f); err != nil && first == nil {
+			first = err
+			if ctx.Err() != nil {
+				return first
 			}
-		case err := <-f.Err():
-			if first == nil {
-				first = fmt.Errorf("publishing %s: %w", f.Msg().Subject, err)
-			}
-		case <-timer.C:
-			return fmt.Errorf("publishing %s: no PubAck in %s", f.Msg().Subject, p.timeout)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	return first
+}
+
+// MaxBatch is the most messages PublishBatch sends as one atomic batch (the server's default
+// limit is 1,000).
+const MaxBatch = 500
+
+// PublishBatch publishes msgs as JetStream atomic batches of up to MaxBatch, each committed
+// with one request: with sync_interval always the server stores a batch under one flush instead
+// of one per message, which is what makes a backfill as fast as the worker drains it. A batch
+// the server refuses as a whole (a message JetStream already has: a batch with a duplicate fails
+// entirely; a stream without atomic publish; a lost commit reply) is published again message by
+// message through Publish, where duplicates are dropped one by one; Nats-Msg-Id makes the second
+// try safe even when the first was stored. It waits for the batches' acknowledgements, not for
+// the fallback's (Wait does).
+func (p *Publisher) PublishBatch(ctx context.Context, msgs []*nats.Msg) error {
+	for len(msgs) > 0 {
+		n := min(len(msgs), MaxBatch)
+		if err := p.atomic(ctx, msgs[:n]); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			for _, m := range msgs[:n] {
+				stripBatchHeaders(m)
+				if err := p.Publish(ctx, m); err != nil {
+					return err
+				}
+			}
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+)
+
+func stripBatchHeaders(m *nats.Msg) {
+	m.Header.Del(headerBatchID)
+	m.Header.Del(headerBatchSeq)
+	m.Header.Del(headerBatchCommit)
+}
+
+// atomic publishes msgs as one atomic batch and waits for its commit.
+func (p *Publisher) atomic(ctx context.Context, msgs []*nats.Msg) error {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	batchID := hex.EncodeToString(id[:])
+	nc := p.js.Conn()
+	for i, m := range msgs {
+		m.Header.Set(headerBatchID, batchID)
+		m.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
+		if i < len(msgs)-1 {
+			if err := nc.PublishMsg(m); err != nil {
+				return err
+			}
+		}
+	}
+	last := msgs[len(msgs)-1]
+	last.Header.Set(headerBatchCommit, "1")
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	resp, err := nc.RequestMsgWithContext(rctx, last)
+	if err != nil {
+		return fmt.Errorf("committing a batch of %d: %w", len(msgs), err)
+	}
+	var ack struct {
+		Error *struct {
+			Code        int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Count int `json:"count"`
+	}
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return fmt.Errorf("committing a batch of %d: %w", len(msgs), err)
+	}
+	if ack.Error != nil {
+		return fmt.Errorf("committing a batch of %d: %s (%d)", len(msgs), ack.Error.Description, ack.Error.Code)
+	}
+	if ack.Count != len(msgs) {
+		return fmt.Errorf("committing a batch of %d: %d stored", len(msgs), ack.Count)
+	}
+	p.Stored += len(msgs)
+	return nil
+}
+
+func (p *Publisher) await(ctx context.Context, f jetstream.PubAckFuture) error {
+	timer := time.NewTimer(p.timeout)
+	defer timer.Stop()
+	select {
+	case ack := <-f.Ok():
+		if ack.Duplicate {
+			p.Duplicates++
+		} else {
+			p.Stored++
+		}
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("publishing %s: %w", f.Msg().Subject, err)
+	case <-timer.C:
+		return fmt.Errorf("publishing %s: no PubAck in %s", f.Msg().Subject, p.timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -104,3 +104,67 @@ func TestPublisherWaitsForEveryAck(t *testing.T) {
 		t.Errorf("stored %d, duplicates %d; want 3 and 2", p.Stored, p.Duplicates)
 	}
 }
+
+// TestPublishBatch: a batch of new messages is stored as one atomic batch; a batch holding a
+// message the stream already has (which fails an atomic batch as a whole) and a stream without
+// atomic publish both fall back to one message at a time, duplicates dropped.
+func TestPublishBatch(t *testing.T) {
+	t.Parallel()
+	_, js := eventtest.Connect(t, eventtest.NewServer(t).URL())
+	ctx := context.Background()
+	snaps := func(ids ...string) []*nats.Msg {
+		var msgs []*nats.Msg
+		for _, id := range ids {
+			msg, err := event.Snapshot(event.KindUser, id, 1, []byte(`{"id":"`+id+`"}`), time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, msg)
+		}
+		return msgs
+	}
+	stored := func() uint64 {
+		s, err := js.Stream(ctx, event.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	p := event.NewPublisher(js, 8, 10*time.Second)
+	if err := p.PublishBatch(ctx, snaps("user_a", "user_b", "user_c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.PublishBatch(ctx, snaps("user_c", "user_d")); err != nil { // user_c again
+		t.Fatal(err)
+	}
+	if err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p.Stored != 4 || p.Duplicates != 1 || stored() != 4 {
+		t.Errorf("stored %d, duplicates %d, %d in the stream; want 4, 1, 4", p.Stored, p.Duplicates, stored())
+	}
+
+	// A stream created before atomic publish was allowed.
+	s, err := js.Stream(ctx, event.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.AllowAtomicPublish = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.PublishBatch(ctx, snaps("user_e", "user_f")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if stored() != 6 {
+		t.Errorf("%d in the stream after the fallback, want 6", stored())
+	}
+}

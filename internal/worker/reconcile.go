@@ -270,6 +270,7 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 		for _, r := range rows {
 			versions[r.ClerkUserID] = r
 		}
+		var batch []*nats.Msg
 		for _, u := range page {
 			seen[u.ID] = struct{}{}
 			row, known := versions[u.ID]
@@ -291,9 +292,10 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 			if err != nil {
 				return fmt.Errorf("reconcile users: %w", err)
 			}
-			if err := pub.Publish(ctx, msg); err != nil {
-				return err
-			}
+			batch = append(batch, msg)
+		}
+		if err := pub.PublishBatch(ctx, batch); err != nil {
+			return err
 		}
 		progress.tick()
 		return nil
@@ -327,14 +329,14 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 		return sum, nil
 	}
 	now := time.Now()
-	for _, id := range missing {
-		msg, err := event.SyntheticDelete(event.KindUser, id, now)
-		if err != nil {
+	deletes := make([]*nats.Msg, len(missing))
+	for i, id := range missing {
+		if deletes[i], err = event.SyntheticDelete(event.KindUser, id, now); err != nil {
 			return sum, fmt.Errorf("reconcile users: %w", err)
 		}
-		if err := pub.Publish(ctx, msg); err != nil {
-			return sum, err
-		}
+	}
+	if err := pub.PublishBatch(ctx, deletes); err != nil {
+		return sum, err
 	}
 	if err := pub.Wait(ctx); err != nil {
 		return sum, err
