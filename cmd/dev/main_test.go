@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/clerksync/clerksync/internal/pgcluster"
+	"github.com/clerksync/clerksync/internal/service"
+	"github.com/clerksync/clerksync/internal/worker"
 )
 
 // TestDevStack runs the stack as `go run ./cmd/dev` does, with nothing pre-started: a webhook
@@ -52,11 +55,32 @@ func TestDevStack(t *testing.T) {
 	// An update to the same user, named explicitly, lands too.
 	runCmd(t, getenv, "send", "--user", user, "user.updated", "--data", dir)
 
+	// worker reconcile against the dev Backend API, as the banner says, backfills the users no
+	// webhook announced; the user sent is not published again.
+	if len(first.BackendOnly) == 0 || first.DatabaseURL == "" || first.ClerkKey == "" {
+		t.Fatalf("the state has no dev Backend API: %+v", first)
+	}
+	wenv := map[string]string{"NATS_URL": first.NATSURL, "DATABASE_URL": first.DatabaseURL,
+		"CLERK_API_URL": first.Issuer, "CLERK_SECRET_KEY": first.ClerkKey}
+	wcfg, err := service.ParseEnv[worker.Config](func(k string) string { return wenv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums, err := worker.Reconcile(context.Background(), wcfg, worker.ReconcileOptions{}, slog.New(slog.DiscardHandler))
+	if err != nil || sums[0].Seen != len(first.BackendOnly)+1 || sums[0].Published != len(first.BackendOnly) {
+		t.Fatalf("reconcile against the dev stack: %v %+v", err, sums)
+	}
+	backfilled := first.BackendOnly[0]
+	token2 := strings.TrimSpace(runCmd(t, getenv, "token", "--user", backfilled, "--data", dir))
+	if me := readMe(t, first.APIURL, token2); me["clerk_user_id"] != backfilled || me["email"] == nil {
+		t.Fatalf("/auth/me of a backfilled user = %v", me)
+	}
+
 	stack.stop(t)
 	if lines := stack.out.lines(); !allJSON(lines) {
 		t.Errorf("LOG_FORMAT=json, but the stack wrote lines that are not JSON:\n%s", strings.Join(lines, "\n"))
 	}
-	if s := stack.out.String(); strings.Contains(s, first.WebhookSecret) || strings.Contains(s, "PRIVATE KEY") {
+	if s := stack.out.String(); strings.Contains(s, first.WebhookSecret) || strings.Contains(s, "PRIVATE KEY") || strings.Contains(s, first.ClerkKey) {
 		t.Error("the logs hold the webhook secret or the signing key")
 	}
 
@@ -157,10 +181,14 @@ func (s *stack) stop(t *testing.T) {
 }
 
 type devState struct {
-	WebhookSecret string `json:"webhook_secret"`
-	SigningKey    string `json:"signing_key"`
-	Issuer        string `json:"issuer"`
-	APIURL        string `json:"api_url"`
+	WebhookSecret string   `json:"webhook_secret"`
+	SigningKey    string   `json:"signing_key"`
+	Issuer        string   `json:"issuer"`
+	APIURL        string   `json:"api_url"`
+	NATSURL       string   `json:"nats_url"`
+	DatabaseURL   string   `json:"database_url"`
+	ClerkKey      string   `json:"clerk_secret_key"`
+	BackendOnly   []string `json:"backend_only_users"`
 }
 
 func readState(t *testing.T, dir string) devState {

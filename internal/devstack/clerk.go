@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +78,9 @@ func Send(ctx context.Context, o SendOptions, now time.Time) (Sent, error) {
 	sent.Response = resp
 	if resp.StatusCode == http.StatusOK && sent.UserID != "" {
 		st.LastUser = sent.UserID
+		if sent.Type == clerkgen.UserDeleted && !slices.Contains(st.Deleted, sent.UserID) {
+			st.Deleted = append(st.Deleted, sent.UserID)
+		}
 		if err := st.save(dir); err != nil {
 			return sent, err
 		}

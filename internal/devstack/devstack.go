@@ -88,6 +88,7 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 	if err := st.ensureSecrets(); err != nil {
 		return err
 	}
+	st.ensureBackend(time.Now())
 
 	natsURL, stopNATS, err := startNATS(dir, getenv("NATS_URL"), prefer(o.NATSPort, st.NATSPort), logger)
 	if err != nil {
@@ -107,8 +108,10 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 			err = stopErr
 		}
 	}()
+	st.DatabaseURL = ""
 	if getenv("DATABASE_URL") == "" {
 		st.PostgresPort = portOf(dbURL)
+		st.DatabaseURL = dbURL
 	}
 	if err := migrate(ctx, dbURL, logger); err != nil {
 		return err
@@ -148,6 +151,9 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 		"CLERK_ISSUER":             st.Issuer,
 		"CLERK_AUTHORIZED_PARTIES": parties,
 		"CORS_ALLOWED_ORIGINS":     or(getenv("CORS_ALLOWED_ORIGINS"), DefaultAuthorizedParty),
+		// The dev Backend API, for RECONCILE_INTERVAL.
+		"CLERK_API_URL":    st.Issuer,
+		"CLERK_SECRET_KEY": st.ClerkSecretKey,
 	})
 	ingestCfg, err := service.ParseEnv[ingest.Config](env)
 	if err != nil {
@@ -167,6 +173,9 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 		return err
 	}
 
+	backend := newBackendAPI(dir, st, logger.With("service", "clerk"))
+	defer backend.fake.Close()
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		mux := http.NewServeMux()
@@ -174,7 +183,8 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(jwks)
 		})
-		return service.Serve(gctx, service.NewServer(mux, logger), lns.jwks, logger.With("service", "jwks"))
+		mux.Handle("/v1/", backend)
+		return service.Serve(gctx, service.NewServer(mux, logger), lns.jwks, logger.With("service", "clerk"))
 	})
 	// The JWKS listener is served from here on: the api may fetch it as it starts.
 	g.Go(func() error {
@@ -224,6 +234,13 @@ func prefer(asked, last int) int {
 		}
 	}
 	return 0
+}
+
+func first(ids []string) string {
+	if len(ids) == 0 {
+		return "ID"
+	}
+	return ids[0]
 }
 
 func or(s, fallback string) string {
@@ -431,11 +448,13 @@ func printBanner(o Options, dir string, st State, dbURL string, external bool, l
 	send := "go run ./cmd/dev send user.created" + dataFlag
 	token := "go run ./cmd/dev token" + dataFlag
 	if o.JSON {
-		// Logs never hold a secret: the webhook secret is in the state file.
+		// Logs never hold a secret: the webhook secret and the Backend API key are in the state
+		// file.
 		logger.Info("dev stack ready",
 			"ingest", st.IngestURL+"/webhooks/clerk", "api", st.APIURL, "worker", st.WorkerURL,
-			"nats", st.NATSURL, "jwks", st.JWKSURL, "state", filepath.Join(dir, stateFile),
-			"send", send, "token", token)
+			"nats", st.NATSURL, "jwks", st.JWKSURL, "backend_api", st.Issuer+"/v1/users",
+			"state", filepath.Join(dir, stateFile), "send", send, "token", token,
+			"reconcile", reconcileCommand(st, "$(jq -r .clerk_secret_key "+filepath.Join(dir, stateFile)+")"))
 		return
 	}
 	w := o.Stdout
@@ -455,6 +474,7 @@ clerksync dev stack is up (data in %s; Ctrl-C stops it)
   nats      %s
   postgres  %s
   jwks      %s
+  clerk     %s/v1/users  (a fake Backend API: every user sent, and %d no webhook announced)
 
   webhook secret  %s
 
@@ -462,5 +482,9 @@ clerksync dev stack is up (data in %s; Ctrl-C stops it)
   mint a session token:        %s
   read the user back:          curl -H "Authorization: Bearer $(%s)" %s/auth/me
 
-`, dir, st.IngestURL, st.APIURL, st.WorkerURL, st.NATSURL, pg, st.JWKSURL, st.WebhookSecret, send, token, token, st.APIURL)
+  backfill the users only the Backend API has (then: %s --user %s):
+    %s
+
+`, dir, st.IngestURL, st.APIURL, st.WorkerURL, st.NATSURL, pg, st.JWKSURL, st.Issuer, len(st.BackendOnly),
+		st.WebhookSecret, send, token, token, st.APIURL, token, first(st.BackendOnly), reconcileCommand(st, st.ClerkSecretKey))
 }

@@ -52,6 +52,17 @@ type State struct {
 	// Created maps the users send created to their creation time (ms), so a later user.updated
 	// keeps it.
 	Created map[string]int64 `json:"created,omitempty"`
+	// Deleted are the users send deleted: the dev Backend API no longer has them.
+	Deleted []string `json:"deleted,omitempty"`
+
+	// ClerkSecretKey is the dev Backend API's key (CLERK_SECRET_KEY for worker reconcile).
+	ClerkSecretKey string `json:"clerk_secret_key,omitempty"`
+	// BackendOnly are users only the dev Backend API has (no webhook announced them), created
+	// an hour apart from BackendOnlySince.
+	BackendOnly      []string  `json:"backend_only_users,omitempty"`
+	BackendOnlySince time.Time `json:"backend_only_since,omitzero"`
+	// DatabaseURL is the private cluster's URL (empty with DATABASE_URL: it may hold a password).
+	DatabaseURL string `json:"database_url,omitempty"`
 }
 
 // errNoState means the data directory has no dev stack state yet.
