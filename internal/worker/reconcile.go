@@ -453,14 +453,13 @@ func reconcileEvery(ctx context.Context, cfg Config, js jetstream.JetStream, reg
 	if err != nil {
 		return err
 	}
-	// A pool of its own: a sweep never takes a connection from the lanes.
-	pool, err := postgres.OpenConns(ctx, cfg.DatabaseURL, 2)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
 	log := logger.With("component", "reconcile")
-	s := &sweeper{pool: pool, js: js, api: api, logger: log, metrics: m}
+	s := &sweeper{js: js, api: api, logger: log, metrics: m}
+	defer func() {
+		if s.pool != nil {
+			s.pool.Close()
+		}
+	}()
 	t := time.NewTicker(cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
@@ -468,6 +467,17 @@ func reconcileEvery(ctx context.Context, cfg Config, js jetstream.JetStream, reg
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if s.pool == nil {
+			// A pool of its own, so a sweep never takes a connection from the lanes; opened at
+			// the first tick, so that a Postgres outage delays the sweep, never the worker.
+			pool, err := postgres.OpenConns(ctx, cfg.DatabaseURL, 2)
+			if err != nil {
+				m.sweeps.WithLabelValues("incomplete").Inc()
+				log.Warn("reconcile: cannot reach Postgres; trying again at the next interval", "err", err)
+				continue
+			}
+			s.pool = pool
 		}
 		_, err := s.sweep(ctx, ReconcileOptions{Kinds: []string{KindUsers}})
 		switch {
