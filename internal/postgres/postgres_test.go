@@ -58,7 +58,7 @@ func TestUnavailableWhenServerUnreachable(t *testing.T) {
 	// Port 1 on loopback refuses connections.
 	_, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
 	if !postgres.IsUnavailable(err) {
-		t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
+		t.Fatalf("Open on a closed port: %v, want FaultUnavailable", err)
 	}
 }
 

@@ -186,13 +186,13 @@ type sweeper struct {
 func (s *sweeper) sweep(ctx context.Context, opts ReconcileOptions) ([]ReconcileSummary, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reconcile: %w", postgres.InterpretError(err))
+		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	defer conn.Release()
 	lockQ := dbsqlc.New(conn)
 	locked, err := lockQ.TryAdvisoryLock(ctx, reconcileLockKey)
 	if err != nil {
-		return nil, fmt.Errorf("reconcile: taking the advisory lock: %w", postgres.InterpretError(err))
+		return nil, fmt.Errorf("reconcile: taking the advisory lock: %w", err)
 	}
 	if !locked {
 		return nil, ErrReconcileRunning
@@ -249,7 +249,7 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 	// The live rows before the first page: a user created later cannot be taken for missing.
 	liveAtStart, err := q.LiveUserIDs(ctx)
 	if err != nil {
-		return sum, fmt.Errorf("reconcile users: reading the live users: %w", postgres.InterpretError(err))
+		return sum, fmt.Errorf("reconcile users: reading the live users: %w", err)
 	}
 	seen := make(map[string]struct{}, len(liveAtStart))
 	pub := event.NewPublisher(s.js, cmpOr(s.publishWindow, 256), 30*time.Second)
@@ -264,7 +264,7 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 		}
 		rows, err := q.UserVersions(ctx, ids)
 		if err != nil {
-			return fmt.Errorf("reconcile users: reading their rows: %w", postgres.InterpretError(err))
+			return fmt.Errorf("reconcile users: reading their rows: %w", err)
 		}
 		versions := make(map[string]dbsqlc.UserVersionsRow, len(rows))
 		for _, r := range rows {
