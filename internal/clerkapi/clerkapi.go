@@ -365,7 +365,8 @@ func (c *Client) backoff(n int) time.Duration {
 	if d <= 0 || d > c.cfg.MaxBackoff {
 		d = c.cfg.MaxBackoff
 	}
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // G404: jitter spreads retries; it guards nothing
+
 }
 
 // parseRetryAfter reads Retry-After: seconds, or an HTTP date. 0 when absent or unreadable.

@@ -237,7 +237,7 @@ func TestKeyNeverPrinted(t *testing.T) {
 	text, _ := json.Marshal(struct{ K clerkapi.SecretKey }{cfg.SecretKey})
 	for name, s := range map[string]string{
 		"%v": fmt.Sprintf("%v", cfg), "%+v": fmt.Sprintf("%+v", cfg), "%#v": fmt.Sprintf("%#v", cfg),
-		"%s": fmt.Sprintf("%s", cfg.SecretKey), "json": string(text), "slog": logs.String(),
+		"%s": cfg.SecretKey.String(), "json": string(text), "slog": logs.String(),
 	} {
 		if strings.Contains(s, key) {
 			t.Errorf("%s shows the key: %s", name, s)

@@ -370,8 +370,9 @@ func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want,
 	// CPU is counted from the moment it is ready, so that its start-up is not charged to events.
 	p.Stage(stage, want)
 	var pid int
+	var atStart cpuTimes
 	start := time.Now()
-	if err := st.StartWorkerProcess(ctx, bin, func(p int) { pid = p }); err != nil {
+	if err := st.StartWorkerProcess(ctx, bin, func(p int) { pid, atStart = p, sampleCPU(p) }); err != nil {
 		return Result{}, err
 	}
 	before := sampleCPU(pid)
@@ -390,6 +391,9 @@ func drainWorker(ctx context.Context, stage string, st *Stack, dir string, want,
 			Note: fmt.Sprintf("the worker process applying a backlog of %d distinct events left by the ingest stages", want)}
 		r.Rate = float64(n) / r.Elapsed.Seconds()
 		if int(n) >= want {
+			if int(ready) >= r.Count { // a backlog too small to outlast the start-up
+				before, ready = atStart, 0
+			}
 			r.CPU = cpuPerEvent(before, sampleCPU(pid), r.Count-int(ready))
 			if rss, err := PeakRSS(pid); err == nil {
 				r.PeakRSS = rss

@@ -383,13 +383,13 @@ func (p *progress) tick() {
 	st := p.api.Stats()
 	reqs := st.Requests - p.before.Requests
 	elapsed := time.Since(p.start).Seconds()
-	fmt.Fprintf(p.w, "reconcile %s: read %d in %d pages, %.1f requests/s, %d retries, published %d\n",
+	_, _ = fmt.Fprintf(p.w, "reconcile %s: read %d in %d pages, %.1f requests/s, %d retries, published %d\n",
 		p.sum.Kind, p.sum.Seen, p.sum.Pages, float64(reqs)/elapsed, st.Retries-p.before.Retries, p.sum.Published)
 }
 
 func (p *progress) done() {
 	if p.w != nil {
-		fmt.Fprintln(p.w, p.sum.String())
+		_, _ = fmt.Fprintln(p.w, p.sum.String())
 	}
 }
 

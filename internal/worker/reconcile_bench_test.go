@@ -48,6 +48,7 @@ func BenchmarkReconcileBackfill(b *testing.B) {
 }
 
 func backfillOnce(b *testing.B, users int) (sweepRate, drainRate, publishRate float64) {
+	b.Helper()
 	ctx := context.Background()
 	dbURL := postgrestest.NewDatabase(b)
 	pool, err := pgxpool.New(ctx, dbURL)
@@ -119,6 +120,7 @@ func backfillOnce(b *testing.B, users int) (sweepRate, drainRate, publishRate fl
 // to a scratch stream on the same server (file storage, sync always), through the same
 // Publisher and window, with nothing else to do.
 func barePublish(b *testing.B, js jetstream.JetStream, n int) float64 {
+	b.Helper()
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"},
 		Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {

@@ -71,7 +71,7 @@ func (r *rbundle) sweep(t *testing.T, opts ReconcileOptions) (ReconcileSummary, 
 	logger := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	sums, err := Reconcile(context.Background(), r.cfg, opts, logger)
 	if err != nil {
-		fmt.Fprintln(r.logs, "error:", err)
+		_, _ = fmt.Fprintln(r.logs, "error:", err)
 	}
 	if len(sums) == 0 {
 		return ReconcileSummary{}, err
