@@ -14,9 +14,9 @@
 --      @reapply repairs a projection; a tombstone replaces a live row and an older tombstone (the
 --      earliest delete wins); nothing replaces a tombstone otherwise. Every conflicting row stays
 --      locked to the end of the transaction even when it is not updated.
---   4. subs, metrics: for every users row written, a user without a subscription gets one (free
---      and active, or canceled for a tombstone, also when the delete was the first event seen) and
---      a tombstone's active one is canceled; a user without a usage row gets one (zeros), and
+--   4. subs, metrics: for every users row written, a new row gets its subscription (free and
+--      active, or canceled for a tombstone, also when the delete was the first event seen) and
+--      a tombstone's active one is canceled; a new row gets its usage row (zeros), and
 --      period_start follows the user's Clerk sign-up time (NULL on a tombstone). Tier and the
 --      counters belong to the product and are never touched.
 --      Every part of a statement sees the same snapshot, so they take the users' new values from
@@ -96,7 +96,8 @@ WITH e AS (
                      AND (excluded.clerk_updated_at, excluded.version_event_id COLLATE "C")
                          = (u.clerk_updated_at, u.version_event_id COLLATE "C")))
         END
-    RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at
+    -- xmax is 0 on a row this statement inserted and set (to our own lock) on one it updated.
+    RETURNING u.user_id, u.clerk_user_id, u.clerk_created_at, u.deleted_at, (u.xmax = 0) AS inserted
 ), subs AS (
     INSERT INTO subscriptions AS s (subscription_id, user_id, status, canceled_at)
     SELECT r.subscription_id, w.user_id,
@@ -105,10 +106,13 @@ WITH e AS (
     FROM written w
     JOIN r ON r.user_id = w.user_id
     -- Skip what is already right (the common case: an update of a live user), so that those rows
-    -- are not even locked. A scalar subquery, not NOT EXISTS: the planner cannot turn it into a
-    -- hash join over the whole table, so each user is one index lookup whatever the statistics.
-    WHERE NOT coalesce((SELECT w.deleted_at IS NULL OR x.status = 'canceled'
-                        FROM subscriptions x WHERE x.user_id = w.user_id), false)
+    -- are not even locked or looked up: a row this statement updated got its subscription when it
+    -- was inserted, so only a new row or a tombstone needs one. A scalar subquery, not NOT EXISTS:
+    -- the planner cannot turn it into a hash join over the whole table, so each user is one index
+    -- lookup whatever the statistics.
+    WHERE w.inserted
+       OR w.deleted_at IS NOT NULL
+          AND NOT coalesce((SELECT x.status = 'canceled' FROM subscriptions x WHERE x.user_id = w.user_id), false)
     ORDER BY w.user_id
     ON CONFLICT (user_id) DO UPDATE SET
         status      = 'canceled',
@@ -119,7 +123,8 @@ WITH e AS (
     INSERT INTO usage_metrics AS m (user_id, period_start)
     SELECT w.user_id, w.clerk_created_at
     FROM written w
-    WHERE NOT coalesce((SELECT x.period_start IS NOT DISTINCT FROM w.clerk_created_at
+    WHERE w.inserted
+       OR NOT coalesce((SELECT x.period_start IS NOT DISTINCT FROM w.clerk_created_at
                         FROM usage_metrics x WHERE x.user_id = w.user_id), false)
     ORDER BY w.user_id
     ON CONFLICT (user_id) DO UPDATE SET
