@@ -23,9 +23,13 @@ import (
 
 	"github.com/clerksync/clerksync/internal/ingest"
 	"github.com/clerksync/clerksync/internal/service"
+	"github.com/clerksync/clerksync/internal/worker"
 )
 
-const composeSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+const (
+	composeSecret   = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	composePassword = "s3cret-pg"
+)
 
 func loadCompose(t *testing.T, environment map[string]string) (*types.Project, error) {
 	t.Helper()
@@ -45,6 +49,7 @@ func TestCompose(t *testing.T) {
 	p, err := loadCompose(t, map[string]string{
 		"CLERK_WEBHOOK_SECRET": composeSecret,
 		"CLERK_JWKS_URL":       "https://clerk.example.com/.well-known/jwks.json",
+		"POSTGRES_PASSWORD":    composePassword,
 	})
 	if err != nil {
 		t.Fatalf("loading docker-compose.yml: %v", err)
@@ -55,7 +60,7 @@ func TestCompose(t *testing.T) {
 
 	t.Run("environment", func(t *testing.T) {
 		t.Parallel()
-		const dbURL = "postgres://postgres:postgres@postgres:5432/clerksync?sslmode=disable"
+		const dbURL = "postgres://postgres:" + composePassword + "@postgres:5432/clerksync?sslmode=disable"
 		want := map[string]map[string]string{
 			"ingest": {"NATS_URL": "nats://nats:4222", "INGEST_ADDR": ":8080", "CLERK_WEBHOOK_SECRET": composeSecret, "LOG_FORMAT": "json", "STREAM_REPLICAS": "1"},
 			"worker": {"NATS_URL": "nats://nats:4222", "DATABASE_URL": dbURL, "WORKER_ADDR": ":8082", "LOG_FORMAT": "json", "STREAM_REPLICAS": "1"},
@@ -72,10 +77,9 @@ func TestCompose(t *testing.T) {
 		// Every variable a service is given is one it reads: a typo would be silently ignored.
 		known := map[string][]string{
 			"ingest": append(envKeys[ingest.Config](t), envKeys[service.Logging](t)...),
-			// The contract's variables (DESIGN.md, Configuration) for the services not checked
-			// against their Config here.
-			"worker": {"NATS_URL", "DATABASE_URL", "WORKER_ADDR", "WORKER_CONSUMER", "WORKER_BATCH_SIZE", "WORKER_MAX_ATTEMPTS",
-				"STREAM_REPLICAS", "STREAM_MAX_AGE", "STREAM_DUPLICATE_WINDOW", "LOG_FORMAT", "LOG_LEVEL"},
+			"worker": append(envKeys[worker.Config](t), envKeys[service.Logging](t)...),
+			// The contract's variables (DESIGN.md, Configuration) for the api, not checked
+			// against its Config here.
 			"api": {"DATABASE_URL", "API_ADDR", "CLERK_JWKS_URL", "CLERK_JWT_KEY", "JWKS_CACHE_TTL", "JWT_LEEWAY",
 				"CLERK_ISSUER", "CLERK_AUTHORIZED_PARTIES", "CORS_ALLOWED_ORIGINS", "LOG_FORMAT", "LOG_LEVEL"},
 		}
@@ -86,9 +90,55 @@ func TestCompose(t *testing.T) {
 				}
 			}
 		}
-		// ingest's environment is a valid configuration.
+		// The services' environments are valid configurations, and every worker variable that
+		// tunes it is passed through.
 		if _, err := service.ParseEnv[ingest.Config](func(k string) string { return environment(p.Services["ingest"])[k] }); err != nil {
 			t.Errorf("ingest's environment: %v", err)
+		}
+		if _, err := service.ParseEnv[worker.Config](func(k string) string { return environment(p.Services["worker"])[k] }); err != nil {
+			t.Errorf("worker's environment: %v", err)
+		}
+		for _, k := range []string{"WORKER_PARALLELISM", "WORKER_ACK_WAIT", "WORKER_FETCH_WAIT", "WORKER_RETRY_DELAY",
+			"WORKER_RETRY_MAX_DELAY", "CLERK_API_URL", "CLERK_SECRET_KEY", "CLERK_API_RATE", "RECONCILE_INTERVAL"} {
+			if _, ok := environment(p.Services["worker"])[k]; !ok {
+				t.Errorf("worker is not given %s", k)
+			}
+		}
+	})
+
+	t.Run("ports", func(t *testing.T) {
+		t.Parallel()
+		// Clerk's webhooks and the frontend reach ingest and the api; the worker's /metrics and
+		// probes are for this host only; Postgres and NATS are not published at all.
+		want := map[string][]string{
+			"ingest":   {":8080:8080"},
+			"api":      {":8081:8081"},
+			"worker":   {"127.0.0.1:8082:8082"},
+			"postgres": nil,
+			"nats":     nil,
+		}
+		for name, ports := range want {
+			var got []string
+			for _, pc := range p.Services[name].Ports {
+				got = append(got, pc.HostIP+":"+pc.Published+":"+strconv.Itoa(int(pc.Target)))
+			}
+			if diff := cmp.Diff(ports, got); diff != "" {
+				t.Errorf("%s publishes (-want +got)\n%s", name, diff)
+			}
+		}
+	})
+
+	t.Run("dockerignore", func(t *testing.T) {
+		t.Parallel()
+		b, err := os.ReadFile(".dockerignore")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Fields(string(b))
+		for _, want := range []string{".git", ".data", ".cache"} {
+			if !slices.Contains(lines, want) {
+				t.Errorf(".dockerignore lacks %s", want)
+			}
 		}
 	})
 
@@ -213,12 +263,17 @@ func TestCompose(t *testing.T) {
 	})
 }
 
-// TestComposeNeedsWebhookSecret: without CLERK_WEBHOOK_SECRET, Compose stops with a line naming it.
-func TestComposeNeedsWebhookSecret(t *testing.T) {
+// TestComposeNeedsSecrets: without CLERK_WEBHOOK_SECRET or POSTGRES_PASSWORD, Compose stops with a
+// line naming the one missing (no silent default password).
+func TestComposeNeedsSecrets(t *testing.T) {
 	t.Parallel()
-	_, err := loadCompose(t, map[string]string{})
-	if err == nil || !strings.Contains(err.Error(), "CLERK_WEBHOOK_SECRET") {
-		t.Fatalf("loading without CLERK_WEBHOOK_SECRET: %v, want an error naming it", err)
+	for _, missing := range []string{"CLERK_WEBHOOK_SECRET", "POSTGRES_PASSWORD"} {
+		environment := map[string]string{"CLERK_WEBHOOK_SECRET": composeSecret, "POSTGRES_PASSWORD": composePassword}
+		delete(environment, missing)
+		_, err := loadCompose(t, environment)
+		if err == nil || !strings.Contains(err.Error(), missing) {
+			t.Errorf("loading without %s: %v, want an error naming it", missing, err)
+		}
 	}
 }
 
