@@ -4,6 +4,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,10 +54,11 @@ func ParseEnv[T any](getenv func(string) string) (T, error) {
 		if errors.As(err, &agg) && len(agg.Errors) > 0 {
 			err = agg.Errors[0]
 		}
-		// The library names the Go field of a bad value; the operator knows the variable.
+		// The library names the Go field of a bad value and the parser's complaint; the operator
+		// knows the variable and wants to hear what is expected.
 		if pe, ok := errors.AsType[env.ParseError](err); ok {
-			if key := envKey(reflect.TypeFor[T](), pe.Name); key != "" {
-				return cfg, fmt.Errorf("config: %s: %w", key, pe.Err)
+			if key, want := envKey(reflect.TypeFor[T](), pe.Name); key != "" {
+				return cfg, fmt.Errorf("config: %s %s: want %s", key, quoteValue(vars[key]), cmp.Or(want, wantOf(pe.Type)))
 			}
 		}
 		return cfg, fmt.Errorf("config: %w", err)
@@ -63,20 +66,48 @@ func ParseEnv[T any](getenv func(string) string) (T, error) {
 	return cfg, nil
 }
 
-// envKey returns the variable of the field called name in t, or in the structs it nests.
-func envKey(t reflect.Type, name string) string {
+// envKey returns the variable of the field called name in t, or in the structs it nests, and
+// what its `want` tag says a value must be ("" when it has none).
+func envKey(t reflect.Type, name string) (key, want string) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if key, _, _ := strings.Cut(f.Tag.Get("env"), ","); f.Name == name && key != "" {
-			return key
+			return key, f.Tag.Get("want")
 		}
 		if f.Type.Kind() == reflect.Struct && f.IsExported() {
-			if key := envKey(f.Type, name); key != "" {
-				return key
+			if key, want := envKey(f.Type, name); key != "" {
+				return key, want
 			}
 		}
 	}
-	return ""
+	return "", ""
+}
+
+// wantOf says what a value of type t looks like.
+func wantOf(t reflect.Type) string {
+	if t == reflect.TypeFor[time.Duration]() {
+		return "a duration such as 500ms, 30s or 5m"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	}
+	return "a value of type " + t.String()
+}
+
+// quoteValue quotes a bad value for the error, cut short: only values that failed to parse as
+// numbers, durations or booleans get here, never a secret (those are strings).
+func quoteValue(v string) string {
+	if r := []rune(v); len(r) > 40 {
+		v = string(r[:40]) + "…"
+	}
+	return strconv.Quote(v)
 }
 
 // NewLogger builds the service's logger from LOG_FORMAT (json|text) and LOG_LEVEL

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -12,8 +13,10 @@ type nested struct {
 }
 
 type config struct {
-	Secret string `env:"SOME_SECRET,required"`
-	Size   int64  `env:"SOME_SIZE" envDefault:"1"`
+	Secret string  `env:"SOME_SECRET,required"`
+	Size   int64   `env:"SOME_SIZE" envDefault:"1" want:"an integer from 1 to 100"`
+	Flag   bool    `env:"SOME_FLAG"`
+	Rate   float64 `env:"SOME_RATE"`
 	Nested nested
 }
 
@@ -27,8 +30,10 @@ func TestParseEnvNamesTheVariable(t *testing.T) {
 		want string
 	}{
 		{"missing", map[string]string{}, `config: required environment variable "SOME_SECRET" is not set`},
-		{"bad int", map[string]string{"SOME_SECRET": "x", "SOME_SIZE": "lots"}, `config: SOME_SIZE: strconv.ParseInt: parsing "lots": invalid syntax`},
-		{"bad duration, nested", map[string]string{"SOME_SECRET": "x", "NESTED_TIMEOUT": "5"}, `config: NESTED_TIMEOUT: unable to parse duration: time: missing unit in duration "5"`},
+		{"bad int", map[string]string{"SOME_SECRET": "x", "SOME_SIZE": "lots"}, `config: SOME_SIZE "lots": want an integer from 1 to 100`},
+		{"bad duration, nested", map[string]string{"SOME_SECRET": "x", "NESTED_TIMEOUT": "5"}, `config: NESTED_TIMEOUT "5": want a duration such as 500ms, 30s or 5m`},
+		{"bad bool", map[string]string{"SOME_SECRET": "x", "SOME_FLAG": "yes please"}, `config: SOME_FLAG "yes please": want true or false`},
+		{"bad float, long value cut", map[string]string{"SOME_SECRET": "x", "SOME_RATE": strings.Repeat("9", 50) + "x"}, `config: SOME_RATE "` + strings.Repeat("9", 40) + `…": want a number`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

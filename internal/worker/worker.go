@@ -35,13 +35,13 @@ type Config struct {
 	Addr        string `env:"WORKER_ADDR" envDefault:":8082"`
 	// Consumer is the durable consumer's name; workers sharing it share the work.
 	Consumer  string `env:"WORKER_CONSUMER" envDefault:"clerk-users"`
-	BatchSize int    `env:"WORKER_BATCH_SIZE" envDefault:"256"`
+	BatchSize int    `env:"WORKER_BATCH_SIZE" envDefault:"256" want:"an integer from 1 to 10000"`
 	// Parallelism is how many batches the worker applies at once, each in its own transaction on
 	// its own connection, with users partitioned between them.
-	Parallelism int `env:"WORKER_PARALLELISM" envDefault:"4"`
+	Parallelism int `env:"WORKER_PARALLELISM" envDefault:"4" want:"an integer from 1 to 64"`
 	// MaxAttempts is how many deliveries a message that fails with Postgres reachable gets before
 	// it is parked in dead_letters.
-	MaxAttempts int `env:"WORKER_MAX_ATTEMPTS" envDefault:"20"`
+	MaxAttempts int `env:"WORKER_MAX_ATTEMPTS" envDefault:"20" want:"an integer, at least 1"`
 	// AckWait is how long JetStream waits for an acknowledgement before delivering again.
 	AckWait time.Duration `env:"WORKER_ACK_WAIT" envDefault:"30s"`
 	// FetchWait is how long an idle worker waits for a message before asking again.
@@ -68,11 +68,11 @@ type Config struct {
 func (c Config) validate() error {
 	switch {
 	case c.BatchSize < 1 || c.BatchSize > 10000:
-		return fmt.Errorf("config: WORKER_BATCH_SIZE %d: want 1 to 10000", c.BatchSize)
+		return fmt.Errorf("config: WORKER_BATCH_SIZE \"%d\": want an integer from 1 to 10000", c.BatchSize)
 	case c.Parallelism < 1 || c.Parallelism > 64:
-		return fmt.Errorf("config: WORKER_PARALLELISM %d: want 1 to 64", c.Parallelism)
+		return fmt.Errorf("config: WORKER_PARALLELISM \"%d\": want an integer from 1 to 64", c.Parallelism)
 	case c.MaxAttempts < 1:
-		return fmt.Errorf("config: WORKER_MAX_ATTEMPTS %d: want at least 1", c.MaxAttempts)
+		return fmt.Errorf("config: WORKER_MAX_ATTEMPTS \"%d\": want an integer, at least 1", c.MaxAttempts)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("config: WORKER_ACK_WAIT %s: want at least 1s", c.AckWait)
 	case c.FetchWait < 10*time.Millisecond:
