@@ -24,9 +24,16 @@ func main() {
 	}
 }
 
+const about = `api answers the frontend's reads (GET /auth/me) for callers with a Clerk session token (an
+Authorization: Bearer header or the __session cookie), verified against the instance's keys before
+the database is touched. It is configured from the environment.`
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if done, err := service.HelpOrVersion(args, stdout, "api", about, &api.Config{}, &service.Logging{}); done || err != nil {
+		return err
+	}
 	if len(args) > 0 {
-		return fmt.Errorf("unexpected arguments %q: api is configured from the environment", args)
+		return fmt.Errorf("unexpected arguments %q: api is configured from the environment (api --help lists it)", args)
 	}
 	logging, err := service.ParseEnv[service.Logging](getenv)
 	if err != nil {

@@ -29,3 +29,22 @@ func TestRunRefusesBadConfiguration(t *testing.T) {
 		})
 	}
 }
+
+// TestHelpAndVersion: --help needs no environment and lists the variables; --version names the
+// binary.
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	if err := run(t.Context(), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"Environment:", "CLERK_JWKS_URL", "LOG_LEVEL", "--version"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, &out)
+		}
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"--version"}, func(string) string { return "" }, &out); err != nil || !strings.HasPrefix(out.String(), "api ") {
+		t.Errorf("--version: %v, %q", err, &out)
+	}
+}

@@ -24,9 +24,17 @@ func main() {
 	}
 }
 
+const about = `ingest receives Clerk's webhooks (POST /webhooks/clerk, and /api/webhooks), verifies their Svix
+signature against CLERK_WEBHOOK_SECRET and appends them, byte for byte, to the JetStream stream
+CLERK; it answers 2xx only once JetStream has acknowledged the message. It is configured from the
+environment.`
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if done, err := service.HelpOrVersion(args, stdout, "ingest", about, &ingest.Config{}, &service.Logging{}); done || err != nil {
+		return err
+	}
 	if len(args) > 0 {
-		return fmt.Errorf("unexpected arguments %q: ingest is configured from the environment", args)
+		return fmt.Errorf("unexpected arguments %q: ingest is configured from the environment (ingest --help lists it)", args)
 	}
 	logging, err := service.ParseEnv[service.Logging](getenv)
 	if err != nil {

@@ -52,9 +52,14 @@ const usage = `usage:
   worker dead-letters list [--all] [--json]
   worker dead-letters retry [ID]   re-apply one dead letter, or every pending one
   worker reconcile [--dry-run] [--prune] [--kinds users]
-                                   snapshot every new or changed Clerk user into the stream`
+                                   snapshot every new or changed Clerk user into the stream
+  worker --version                 the build: module version and VCS revision`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		_, err := fmt.Fprintln(stdout, service.Version("worker"))
+		return err
+	}
 	logging, err := service.ParseEnv[service.Logging](getenv)
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ func TestRun(t *testing.T) {
 		wantOut string
 	}{
 		{"help", []string{"help"}, withDB, "", "worker replay --since"},
+		{"version, even with a bad configuration", []string{"--version"}, env(map[string]string{"WORKER_BATCH_SIZE": "many"}), "", "worker "},
 		{"-h prints the flags", []string{"replay", "-h"}, withDB, "", "-from-seq"},
 		{"unknown command", []string{"frobnicate"}, withDB, `unknown command "frobnicate"`, ""},
 		{"unknown flag", []string{"--frobnicate"}, withDB, "flag provided but not defined", ""},
