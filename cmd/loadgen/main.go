@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -241,10 +242,12 @@ func (c *command) ingest(ctx context.Context, args []string) error {
 	clients := c.fs.Int("c", 32, "concurrent keep-alive clients")
 	rate := c.fs.Float64("rate", 0, "webhooks per second to offer (0: as fast as the clients go)")
 	url := c.fs.String("url", "http://127.0.0.1:8080/webhooks/clerk", "ingest's webhook endpoint")
-	secret := c.fs.String("secret", firstSecret(c.getenv("CLERK_WEBHOOK_SECRET")), "webhook secret (default: the first of CLERK_WEBHOOK_SECRET)")
+	secret := c.fs.String("secret", "", "webhook secret (default: the first of CLERK_WEBHOOK_SECRET; never printed)")
 	if err := c.parse(args, 10*time.Minute); err != nil {
 		return ignoreHelp(err)
 	}
+	// Read after the flags, not as their default: -h prints defaults, and a secret is never printed.
+	*secret = cmp.Or(*secret, firstSecret(c.getenv("CLERK_WEBHOOK_SECRET")))
 	if *secret == "" {
 		return errors.New("no webhook secret: pass -secret or set CLERK_WEBHOOK_SECRET (go run ./cmd/dev prints the dev one)")
 	}
@@ -309,12 +312,14 @@ func (c *command) e2e(ctx context.Context, args []string) error {
 	clients := c.fs.Int("c", 32, "concurrent keep-alive clients")
 	rate := c.fs.Float64("rate", 500, "webhooks per second to offer (0: as fast as the clients go)")
 	url := c.fs.String("url", "http://127.0.0.1:8080/webhooks/clerk", "ingest's webhook endpoint")
-	secret := c.fs.String("secret", firstSecret(c.getenv("CLERK_WEBHOOK_SECRET")), "webhook secret (default: the first of CLERK_WEBHOOK_SECRET)")
+	secret := c.fs.String("secret", "", "webhook secret (default: the first of CLERK_WEBHOOK_SECRET; never printed)")
 	dbURL := c.fs.String("database-url", or(c.getenv("DATABASE_URL"), postgres.DefaultURL), "the worker's database, where processed_events is watched")
 	wait := c.fs.Duration("wait", 2*time.Minute, "how long to wait for the worker after the last webhook")
 	if err := c.parse(args, 10*time.Minute); err != nil {
 		return ignoreHelp(err)
 	}
+	// Read after the flags, not as their default: -h prints defaults, and a secret is never printed.
+	*secret = cmp.Or(*secret, firstSecret(c.getenv("CLERK_WEBHOOK_SECRET")))
 	if *secret == "" {
 		return errors.New("no webhook secret: pass -secret or set CLERK_WEBHOOK_SECRET (go run ./cmd/dev prints the dev one)")
 	}

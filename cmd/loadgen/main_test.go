@@ -34,3 +34,29 @@ func TestRunRefusesWhatItCannotDo(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpNeverPrintsTheSecret: -h lists flag defaults; the webhook secret from the environment
+// is not one of them.
+func TestHelpNeverPrintsTheSecret(t *testing.T) {
+	t.Parallel()
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	getenv := func(k string) string {
+		if k == "CLERK_WEBHOOK_SECRET" {
+			return secret
+		}
+		return ""
+	}
+	for _, cmd := range []string{"ingest", "e2e"} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{cmd, "-h"}, getenv, &stdout, &stderr); err != nil {
+			t.Fatalf("%s -h: %v", cmd, err)
+		}
+		out := stdout.String() + stderr.String()
+		if !strings.Contains(out, "-secret") {
+			t.Errorf("%s -h does not list -secret:\n%s", cmd, out)
+		}
+		if strings.Contains(out, secret) || strings.Contains(out, secret[len("whsec_"):]) {
+			t.Errorf("%s -h prints the webhook secret:\n%s", cmd, out)
+		}
+	}
+}
