@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +71,7 @@ func TestRunServes(t *testing.T) {
 	// Every line is JSON; the "listening" one says where.
 	addr := make(chan string, 1)
 	var wg sync.WaitGroup
+	var msgs []string
 	wg.Go(func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
@@ -78,6 +80,7 @@ func TestRunServes(t *testing.T) {
 				t.Errorf("log line is not JSON: %s", sc.Bytes())
 				continue
 			}
+			msgs = append(msgs, line.Msg)
 			if line.Msg == "listening" {
 				addr <- line.Addr
 			}
@@ -114,6 +117,11 @@ func TestRunServes(t *testing.T) {
 		t.Fatal("run did not return after the context ended")
 	}
 	wg.Wait()
+	// A stop is logged: when it begins (with what is in flight) and when it is done.
+	stopping := slices.IndexFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "stopping") })
+	if stopping < 0 || !slices.Contains(msgs[stopping:], "stopped") {
+		t.Errorf("log lines %q: want a stopping line, then stopped", msgs)
+	}
 }
 
 // TestHelpAndVersion: --help needs no environment and lists the variables; --version names the

@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -149,7 +150,25 @@ func Listen(ln net.Listener, addr string) (net.Listener, error) {
 
 // Serve serves srv on ln until ctx ends, then stops taking connections and waits for in-flight
 // requests for at most ShutdownTimeout.
+//
+// It logs "stopping" with the requests in flight when ctx ends, and "stopped" once they are done.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, logger *slog.Logger) error {
+	// Connections serving a request right now: on HTTP/1.1, the requests in flight.
+	var active atomic.Int64
+	connState := srv.ConnState
+	srv.ConnState = func(c net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateActive:
+			active.Add(1)
+		case http.StateIdle, http.StateHijacked:
+			active.Add(-1)
+		case http.StateClosed:
+			// A connection closed while active (a client gone mid-request) was never idle.
+		}
+		if connState != nil {
+			connState(c, state)
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "addr", ln.Addr().String())
@@ -158,6 +177,9 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, logger *slog.
 		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	start := time.Now()
+	logger.Info("stopping: no new connections, finishing the requests in flight", "addr", ln.Addr().String(),
+		"in_flight", max(active.Load(), 0), "within", ShutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -166,6 +188,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, logger *slog.
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	logger.Info("stopped", "addr", ln.Addr().String(), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
