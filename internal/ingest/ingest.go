@@ -99,6 +99,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		return err
 	}
 	reg := service.NewRegistry()
+	reg.MustRegister(event.ServerSupportedGauge(nc, "ingest"))
 	wh := &webhooks{
 		js:             js,
 		verifier:       v,
@@ -201,7 +202,8 @@ func ensureStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cf
 		switch {
 		case err == nil:
 			logger.Info("stream ready", "stream", event.Stream, "replicas", max(cfg.Stream.Replicas, 1),
-				"nats_max_payload", nc.MaxPayload())
+				"nats_max_payload", nc.MaxPayload(), "nats_server_version", nc.ConnectedServerVersion())
+			event.WarnIfOldServer(nc, logger)
 			return nil
 		case errors.Is(err, errNoRoom):
 			return err

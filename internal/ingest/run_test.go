@@ -155,6 +155,7 @@ func TestRun(t *testing.T) {
 		`clerksync_ingest_secret_matches_total{secret="1"} 2`,
 		`clerksync_ingest_requests_total{code="stored",route="/webhooks/clerk",status="200"} 3`,
 		`clerksync_ingest_publish_duration_seconds_count{result="ok"} 3`,
+		`clerksync_ingest_nats_server_supported 1`, // the embedded server is current
 		`go_goroutines`,
 	} {
 		if !strings.Contains(metrics, want) {

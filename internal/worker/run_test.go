@@ -186,6 +186,7 @@ func TestRunEndToEnd(t *testing.T) {
 		`clerksync_worker_freshness_seconds_count`:                             1,
 		`clerksync_worker_consumer_pending`:                                    0,
 		`clerksync_worker_postgres_up`:                                         1,
+		`clerksync_worker_nats_server_supported`:                               1, // the embedded server is current
 	} {
 		if got := metric(t, r, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)

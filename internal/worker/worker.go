@@ -126,6 +126,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	}
 
 	reg := service.NewRegistry()
+	reg.MustRegister(event.ServerSupportedGauge(nc, "worker"))
+	event.WarnIfOldServer(nc, logger)
 	c := newConsumer(cfg, logger, pool, js, cons, newMetrics(reg))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "clerksync_worker_consumer_pending",
@@ -190,7 +192,10 @@ func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger) (*nats.Co
 				log.Warn("disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected", "url", nc.ConnectedUrlRedacted())
+			event.WarnIfOldServer(nc, log)
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
 	)
 	if err != nil {
