@@ -30,19 +30,19 @@ func ServerSupported(version string) bool {
 	return true
 }
 
-func versionParts(v string) ([3]int, bool) {
-	var parts [3]int
+func versionParts(v string) ([]int, bool) {
 	core, _, _ := strings.Cut(strings.TrimPrefix(v, "v"), "-")
 	fields := strings.Split(core, ".")
 	if len(fields) != 3 {
-		return parts, false
+		return nil, false
 	}
-	for i, f := range fields {
+	parts := make([]int, 0, len(fields))
+	for _, f := range fields {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 0 {
-			return parts, false
+			return nil, false
 		}
-		parts[i] = n
+		parts = append(parts, n)
 	}
 	return parts, true
 }
