@@ -37,3 +37,7 @@ UPDATE dead_letters SET retried_at = now() WHERE id = ANY(@ids::bigint[]) AND re
 -- name: IsProcessed :one
 -- Whether a svix-id's effect is already committed.
 SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = @event_id);
+
+-- name: CountPendingDeadLetters :one
+-- The dead letters waiting for an operator (the worker's gauge).
+SELECT count(*) FROM dead_letters WHERE retried_at IS NULL;

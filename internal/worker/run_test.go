@@ -268,6 +268,7 @@ func TestRunRetriesThenParks(t *testing.T) {
 		`clerksync_worker_events_total{outcome="applied",type="user.created"}`:       2,
 		`clerksync_worker_dead_letters_total{reason="max_attempts"}`:                 1,
 		`clerksync_worker_dead_letters_total{reason="poison"}`:                       1,
+		`clerksync_worker_dead_letters_pending`:                                      2,
 	} {
 		if got := metric(t, r, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -288,6 +289,10 @@ func TestRunRetriesThenParks(t *testing.T) {
 	want["user_bad"] = live(t, bad)
 	if diff := cmp.Diff(want, readState(t, b.pool)); diff != "" {
 		t.Errorf("projection after retry (-want +got):\n%s", diff)
+	}
+	// The gauge reads Postgres: the retry ran in another process's place, and it sees it.
+	if got := metric(t, r, `clerksync_worker_dead_letters_pending`); got != 1 {
+		t.Errorf("clerksync_worker_dead_letters_pending = %v after the retry, want 1", got)
 	}
 	pending, err := ListDeadLetters(ctx, cfg, false)
 	if err != nil {

@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +27,7 @@ import (
 	"github.com/clerksync/clerksync/internal/clerkapi"
 	"github.com/clerksync/clerksync/internal/event"
 	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/service"
 )
 
@@ -127,6 +130,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 
 	reg := service.NewRegistry()
 	reg.MustRegister(event.ServerSupportedGauge(nc, "worker"))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "clerksync_worker_dead_letters_pending",
+		Help: "Dead letters waiting for an operator (retried_at unset), read from Postgres at each scrape: the same number for every worker.",
+	}, func() float64 { return pendingDeadLetters(pool) }))
 	event.WarnIfOldServer(nc, logger)
 	c := newConsumer(cfg, logger, pool, js, cons, newMetrics(reg))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -239,6 +246,18 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 		return nil, fmt.Errorf("creating consumer %s: %w", cfg.Consumer, err)
 	}
 	return cons, nil
+}
+
+// pendingDeadLetters counts the dead letters waiting for an operator, or NaN when Postgres does
+// not answer in time.
+func pendingDeadLetters(pool *pgxpool.Pool) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, err := dbsqlc.New(pool).CountPendingDeadLetters(ctx)
+	if err != nil {
+		return math.NaN()
+	}
+	return float64(n)
 }
 
 // maxDeliveriesSubject is where JetStream announces a message of the consumer that reached

@@ -11,6 +11,18 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const countPendingDeadLetters = `-- name: CountPendingDeadLetters :one
+SELECT count(*) FROM dead_letters WHERE retried_at IS NULL
+`
+
+// The dead letters waiting for an operator (the worker's gauge).
+func (q *Queries) CountPendingDeadLetters(ctx context.Context) (int64, error) {
+	row := q.db.QueryRow(ctx, countPendingDeadLetters)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const countProcessedEvents = `-- name: CountProcessedEvents :one
 SELECT count(*) FROM processed_events
 `
