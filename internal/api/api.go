@@ -2,8 +2,9 @@
 // session token. routes.go lists every route.
 //
 // It only reads: it must never write a projection (the worker owns them), and nothing reaches
-// the database before the caller's token has been verified. Tokens and cookies never reach a log
-// line or a response.
+// the database before the caller's token has been verified. Its one write is just-in-time sync's
+// user.snapshot to the stream (jit.go), through package event, never a table. Tokens, cookies and
+// CLERK_SECRET_KEY never reach a log line or a response.
 package api
 
 import (
@@ -16,7 +17,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clerksync/clerksync/internal/clerkapi"
 	"github.com/clerksync/clerksync/internal/postgres"
+	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/service"
 	"github.com/clerksync/clerksync/internal/session"
 )
@@ -35,6 +38,16 @@ type Config struct {
 	// CORSAllowedOrigins are the frontend origins allowed to call the api from a browser, or "*"
 	// for any origin (then without cookies).
 	CORSAllowedOrigins []string `env:"CORS_ALLOWED_ORIGINS" envSeparator:","`
+
+	// Just-in-time sync (jit.go) is on when ClerkSecretKey is set; then the api publishes
+	// snapshots to NATS_URL and /readyz includes NATS. Without it the api needs no NATS.
+	ClerkSecretKey clerkapi.SecretKey `env:"CLERK_SECRET_KEY"`
+	ClerkAPIURL    string             `env:"CLERK_API_URL" envDefault:"https://api.clerk.com"`
+	// ClerkAPIRate is the most just-in-time Backend API reads in any second (0: 10).
+	ClerkAPIRate float64 `env:"CLERK_API_RATE" envDefault:"10"`
+	// JITWait bounds a just-in-time sync: the read, the publish and the wait for the worker.
+	JITWait time.Duration `env:"JIT_WAIT" envDefault:"3s"`
+	NATSURL string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 }
 
 // errNoKeySource is the one line the api stops with when it has no way to verify tokens.
@@ -53,6 +66,16 @@ func (c Config) check() error {
 	}
 	if _, err := parseOrigins(c.CORSAllowedOrigins); err != nil {
 		return err
+	}
+	if c.ClerkSecretKey != "" {
+		switch {
+		case c.ClerkAPIRate < 0:
+			return fmt.Errorf("config: CLERK_API_RATE %v: want a positive number of requests per second", c.ClerkAPIRate)
+		case c.JITWait <= 0 || c.JITWait > time.Minute:
+			return fmt.Errorf("config: JIT_WAIT %s: want a positive duration up to 1m", c.JITWait)
+		case strings.TrimSpace(c.NATSURL) == "":
+			return errors.New("config: NATS_URL is required with CLERK_SECRET_KEY (just-in-time sync publishes snapshots)")
+		}
 	}
 	return nil
 }
@@ -96,6 +119,25 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	}
 	defer pool.Close()
 
+	var j *jit
+	if cfg.ClerkSecretKey != "" {
+		nc, err := connectNATS(cfg.NATSURL, logger)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		j, err = newJIT(jitDeps{
+			logger: logger, queries: dbsqlc.New(pool), nc: nc, registry: reg,
+			apiURL: cfg.ClerkAPIURL, key: cfg.ClerkSecretKey, rate: cfg.ClerkAPIRate, wait: cfg.JITWait,
+		})
+		if err != nil {
+			return err
+		}
+		defer j.close() // after Serve: requests in flight have finished
+		logger.Info("just-in-time sync on", "clerk_api_url", cfg.ClerkAPIURL, "jit_wait", cfg.JITWait,
+			"clerk_api_rate", j.limit.rate())
+	}
+
 	ln, err = service.Listen(ln, cfg.Addr)
 	if err != nil {
 		return err
@@ -107,6 +149,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		registry:    reg,
 		metrics:     m,
 		corsOrigins: origins,
+		jit:         j,
 	})
 	return service.Serve(ctx, service.NewServer(h, logger), ln, logger)
 }

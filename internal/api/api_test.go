@@ -46,6 +46,7 @@ type setupConfig struct {
 	session     func(*session.Options)
 	corsOrigins []string
 	databaseURL string
+	jit         *jitSetup // just-in-time sync on, when set
 }
 
 // setup builds an api on a fresh database and a fake Clerk instance, with the checks production
@@ -96,10 +97,14 @@ func setup(t testing.TB, change ...func(*setupConfig)) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var j *jit
+	if cfg.jit != nil {
+		j = cfg.jit.start(t, logger, reg, dbsqlc.New(pool))
+	}
 	return &bundle{
 		issuer: iss,
 		handler: newHandler(deps{
-			logger: logger, pool: pool, verifier: v, registry: reg, metrics: m, corsOrigins: origins,
+			logger: logger, pool: pool, verifier: v, registry: reg, metrics: m, corsOrigins: origins, jit: j,
 		}),
 		queries:  dbsqlc.New(pool),
 		pool:     pool,
@@ -607,6 +612,10 @@ func TestConfig(t *testing.T) {
 		DatabaseURL:  "postgres://postgres@127.0.0.1:5432/clerksync?sslmode=disable",
 		JWKSCacheTTL: time.Hour,
 		JWTLeeway:    5 * time.Second,
+		ClerkAPIURL:  "https://api.clerk.com",
+		ClerkAPIRate: 10,
+		JITWait:      3 * time.Second,
+		NATSURL:      "nats://127.0.0.1:4222",
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -637,6 +646,10 @@ func TestConfig(t *testing.T) {
 		"huge leeway":      func(c *Config) { c.JWTLeeway = time.Hour },
 		"origin with path": func(c *Config) { c.CORSAllowedOrigins = []string{"https://a.example.com/app"} },
 		"not an origin":    func(c *Config) { c.CORSAllowedOrigins = []string{"a.example.com"} },
+		"JIT_WAIT zero":    func(c *Config) { c.ClerkSecretKey, c.JITWait = "sk_test_x", 0 },
+		"JIT_WAIT huge":    func(c *Config) { c.ClerkSecretKey, c.JITWait = "sk_test_x", time.Hour },
+		"negative rate":    func(c *Config) { c.ClerkSecretKey, c.ClerkAPIRate = "sk_test_x", -1 },
+		"no NATS_URL":      func(c *Config) { c.ClerkSecretKey, c.NATSURL = "sk_test_x", " " },
 	} {
 		c := cfg
 		change(&c)

@@ -44,7 +44,15 @@ type usageResponse struct {
 
 // me answers GET /auth/me: the caller's user, subscription and usage, in one query.
 func (s *server) me(c *echo.Context) error {
-	row, err := s.queries.GetMe(c.Request().Context(), sessionClaims(c).UserID())
+	ctx, clerkID := c.Request().Context(), sessionClaims(c).UserID()
+	row, err := s.queries.GetMe(ctx, clerkID)
+	if errors.Is(err, pgx.ErrNoRows) && s.jit != nil {
+		// Just-in-time sync (jit.go): have the worker fold the user now, or say why not.
+		if err := s.jit.sync(ctx, clerkID); err != nil {
+			return err
+		}
+		row, err = s.queries.GetMe(ctx, clerkID)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		// The session is valid but the user.created webhook has not been applied yet.

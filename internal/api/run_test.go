@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/clerksync/clerksync/internal/api/apitest"
+	"github.com/clerksync/clerksync/internal/clerkapi/clerkapitest"
+	"github.com/clerksync/clerksync/internal/event/eventtest"
 	"github.com/clerksync/clerksync/internal/postgres/dbsqlc"
 	"github.com/clerksync/clerksync/internal/postgres/postgrestest"
 	"github.com/clerksync/clerksync/internal/session/sessiontest"
@@ -161,5 +163,87 @@ func TestRunRefusesToStart(t *testing.T) {
 				t.Fatal("Run blocked")
 			}
 		})
+	}
+}
+
+// TestRunJIT serves the api through Run with CLERK_SECRET_KEY set: /readyz includes NATS, a user
+// only the Backend API knows is answered 200 on the first request, the key never reaches the log,
+// and without NATS the api is not ready.
+func TestRunJIT(t *testing.T) {
+	t.Parallel()
+	iss := sessiontest.NewIssuer(t)
+	dbURL := postgrestest.NewDatabase(t)
+	ns := eventtest.NewServer(t)
+	eventtest.Connect(t, ns.URL())
+	startWorker(t, ns.URL(), dbURL)
+	clerk := clerkapitest.New(t, testSecretKey)
+	const sub = "user_2runjit"
+	now := time.Now().UnixMilli()
+	if err := clerk.Put(clerkapitest.NewUser(sub, now, now, "Ada")); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		DatabaseURL: dbURL, JWKSURL: iss.JWKSURL(), JWKSCacheTTL: time.Hour, JWTLeeway: 5 * time.Second,
+		Issuer: sessiontest.IssuerURL, AuthorizedParties: []string{sessiontest.AuthorizedParty},
+		ClerkSecretKey: testSecretKey, ClerkAPIURL: clerk.URL, ClerkAPIRate: 10, JITWait: 3 * time.Second,
+		NATSURL: ns.URL(),
+	}
+	logs := &apitest.LockedBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, logger, ln) }()
+
+	base := "http://" + ln.Addr().String()
+	get := func(path, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	poll(t, func() bool { status, _ := get("/readyz", ""); return status == http.StatusOK })
+	if _, body := get("/readyz", ""); !strings.Contains(body, `"nats":"ok"`) {
+		t.Errorf("/readyz = %s, want a nats check", body)
+	}
+	if status, body := get("/auth/me", iss.Token(sub)); status != http.StatusOK || !strings.Contains(body, `"first_name":"Ada"`) {
+		t.Errorf("first request: %d %s", status, body)
+	}
+	if _, body := get("/metrics", ""); !strings.Contains(body, `clerksync_api_jit_requests_total{outcome="synced"} 1`) {
+		t.Errorf("/metrics lacks the synced request:\n%s", body)
+	}
+
+	ns.Shutdown()
+	poll(t, func() bool { status, _ := get("/readyz", ""); return status == http.StatusServiceUnavailable })
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15s of its context ending")
+	}
+	if strings.Contains(logs.String(), testSecretKey) {
+		t.Error("the log holds CLERK_SECRET_KEY")
+	}
+	if !strings.Contains(logs.String(), "just-in-time sync on") {
+		t.Error("the log does not say just-in-time sync is on")
 	}
 }

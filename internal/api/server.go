@@ -23,6 +23,7 @@ type deps struct {
 	registry    *prometheus.Registry
 	metrics     *metrics
 	corsOrigins []string // checked by parseOrigins
+	jit         *jit     // nil when just-in-time sync is off
 }
 
 // server holds the handlers' dependencies.
@@ -50,8 +51,12 @@ func newHandler(d deps) *echo.Echo {
 }
 
 func (s *server) probes() map[string]service.Probe {
-	return map[string]service.Probe{
+	p := map[string]service.Probe{
 		"postgres":     func(ctx context.Context) error { return postgres.Ping(ctx, s.pool) },
 		"session_keys": func(context.Context) error { return s.verifier.Ready() },
 	}
+	if s.jit != nil {
+		p["nats"] = s.jit.ready
+	}
+	return p
 }
