@@ -35,18 +35,20 @@ const clerkUserID = "user_29w83sxmDNGwOuEthce5gg56FcC" // the id in Clerk's exam
 
 type stack struct {
 	ingestURL, apiURL string
+	natsURL           string
 	secret            string
 	issuer            *sessiontest.Issuer
 	queries           *dbsqlc.Queries
 }
 
-// start runs ingest, worker and api against a fresh database and an embedded NATS server.
-func start(t *testing.T) stack {
+// start runs ingest, worker and api against a fresh database and an embedded NATS server;
+// configure changes the api's configuration (given the NATS URL).
+func start(t *testing.T, configure ...func(natsURL string, c *api.Config)) stack {
 	t.Helper()
 	natsURL := eventtest.NewServer(t).URL()
 	dbURL := postgrestest.NewDatabase(t)
 	iss := sessiontest.NewIssuer(t)
-	s := stack{secret: clerkgen.NewSecret(), issuer: iss}
+	s := stack{secret: clerkgen.NewSecret(), issuer: iss, natsURL: natsURL}
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -88,12 +90,14 @@ func start(t *testing.T) stack {
 			RetryDelay: time.Second, RetryMaxDelay: time.Minute,
 		}, logger, ln)
 	})
-	s.apiURL = serve(func(ln net.Listener) error {
-		return api.Run(ctx, api.Config{
-			DatabaseURL: dbURL, JWKSURL: iss.JWKSURL(), JWKSCacheTTL: time.Hour, JWTLeeway: 5 * time.Second,
-			Issuer: sessiontest.IssuerURL, AuthorizedParties: []string{sessiontest.AuthorizedParty},
-		}, logger, ln)
-	})
+	apiCfg := api.Config{
+		DatabaseURL: dbURL, JWKSURL: iss.JWKSURL(), JWKSCacheTTL: time.Hour, JWTLeeway: 5 * time.Second,
+		Issuer: sessiontest.IssuerURL, AuthorizedParties: []string{sessiontest.AuthorizedParty},
+	}
+	for _, c := range configure {
+		c(natsURL, &apiCfg)
+	}
+	s.apiURL = serve(func(ln net.Listener) error { return api.Run(ctx, apiCfg, logger, ln) })
 	return s
 }
 
@@ -129,9 +133,14 @@ func (s stack) send(t *testing.T, id, fixture string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.sendBody(t, id, body)
+}
+
+func (s stack) sendBody(t *testing.T, id string, body []byte) {
+	t.Helper()
 	resp, err := clerkgen.Post(context.Background(), nil, s.ingestURL+"/webhooks/clerk", s.secret, id, body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("webhook %s: %d %s %v", fixture, resp.StatusCode, resp.Body, err)
+		t.Fatalf("webhook %s: %d %s %v", id, resp.StatusCode, resp.Body, err)
 	}
 }
 
