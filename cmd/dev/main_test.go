@@ -55,11 +55,22 @@ func TestDevStack(t *testing.T) {
 	// An update to the same user, named explicitly, lands too.
 	runCmd(t, getenv, "send", "--user", user, "user.updated", "--data", dir)
 
-	// worker reconcile against the dev Backend API, as the banner says, backfills the users no
-	// webhook announced; the user sent is not published again.
-	if len(first.BackendOnly) == 0 || first.DatabaseURL == "" || first.ClerkKey == "" {
+	if len(first.BackendOnly) < 2 || first.DatabaseURL == "" || first.ClerkKey == "" {
 		t.Fatalf("the state has no dev Backend API: %+v", first)
 	}
+	// Just-in-time sync, as the banner shows it: a user only the Backend API has is answered 200
+	// on the first request.
+	jitUser := first.BackendOnly[len(first.BackendOnly)-1]
+	if !strings.Contains(stack.out.String(), "--user "+jitUser+`)\" `+first.APIURL+"/auth/me") {
+		t.Errorf("the banner does not show just-in-time sync for %s:\n%s", jitUser, stack.out.String())
+	}
+	jitToken := strings.TrimSpace(runCmd(t, getenv, "token", "--user", jitUser, "--data", dir))
+	if status, me := getMe(t, first.APIURL, jitToken); status != http.StatusOK || me["clerk_user_id"] != jitUser || me["email"] == nil {
+		t.Fatalf("first /auth/me of a user only the Backend API has: %d %v, want 200", status, me)
+	}
+
+	// worker reconcile against the dev Backend API, as the banner says, backfills the other users
+	// no webhook announced; the user sent and the one synced just in time are not published again.
 	wenv := map[string]string{"NATS_URL": first.NATSURL, "DATABASE_URL": first.DatabaseURL,
 		"CLERK_API_URL": first.Issuer, "CLERK_SECRET_KEY": first.ClerkKey}
 	wcfg, err := service.ParseEnv[worker.Config](func(k string) string { return wenv[k] })
@@ -67,7 +78,7 @@ func TestDevStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	sums, err := worker.Reconcile(context.Background(), wcfg, worker.ReconcileOptions{}, slog.New(slog.DiscardHandler))
-	if err != nil || sums[0].Seen != len(first.BackendOnly)+1 || sums[0].Published != len(first.BackendOnly) {
+	if err != nil || sums[0].Seen != len(first.BackendOnly)+1 || sums[0].Published != len(first.BackendOnly)-1 {
 		t.Fatalf("reconcile against the dev stack: %v %+v", err, sums)
 	}
 	backfilled := first.BackendOnly[0]
@@ -262,6 +273,29 @@ func readMe(t *testing.T, apiURL, token string) map[string]any {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// getMe sends one GET /auth/me and returns the status and, for a 200, the body.
+func getMe(t *testing.T, apiURL, token string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, apiURL+"/auth/me", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var me map[string]any
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &me); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode, me
 }
 
 func allJSON(lines []string) bool {

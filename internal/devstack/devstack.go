@@ -151,7 +151,7 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 		"CLERK_ISSUER":             st.Issuer,
 		"CLERK_AUTHORIZED_PARTIES": parties,
 		"CORS_ALLOWED_ORIGINS":     or(getenv("CORS_ALLOWED_ORIGINS"), DefaultAuthorizedParty),
-		// The dev Backend API, for RECONCILE_INTERVAL.
+		// The dev Backend API: the api's just-in-time sync, and the worker's RECONCILE_INTERVAL.
 		"CLERK_API_URL":    st.Issuer,
 		"CLERK_SECRET_KEY": st.ClerkSecretKey,
 	})
@@ -454,6 +454,7 @@ func printBanner(o Options, dir string, st State, dbURL string, external bool, l
 			"ingest", st.IngestURL+"/webhooks/clerk", "api", st.APIURL, "worker", st.WorkerURL,
 			"nats", st.NATSURL, "jwks", st.JWKSURL, "backend_api", st.Issuer+"/v1/users",
 			"state", filepath.Join(dir, stateFile), "send", send, "token", token,
+			"just_in_time", jitCommand(st, token),
 			"reconcile", reconcileCommand(st, "$(jq -r .clerk_secret_key "+filepath.Join(dir, stateFile)+")"))
 		return
 	}
@@ -482,9 +483,23 @@ clerksync dev stack is up (data in %s; Ctrl-C stops it)
   mint a session token:        %s
   read the user back:          curl -H "Authorization: Bearer $(%s)" %s/auth/me
 
+  a user only the Backend API has, synced just in time (200 on the first request):
+    %s
+
   backfill the users only the Backend API has (then: %s --user %s):
     %s
 
 `, dir, st.IngestURL, st.APIURL, st.WorkerURL, st.NATSURL, pg, st.JWKSURL, st.Issuer, len(st.BackendOnly),
-		st.WebhookSecret, send, token, token, st.APIURL, token, first(st.BackendOnly), reconcileCommand(st, st.ClerkSecretKey))
+		st.WebhookSecret, send, token, token, st.APIURL, jitCommand(st, token),
+		token, first(st.BackendOnly), reconcileCommand(st, st.ClerkSecretKey))
+}
+
+// jitCommand is how to see just-in-time sync: /auth/me for the last user only the Backend API
+// has (reconcile's example names the first).
+func jitCommand(st State, token string) string {
+	user := "ID"
+	if len(st.BackendOnly) > 0 {
+		user = st.BackendOnly[len(st.BackendOnly)-1]
+	}
+	return fmt.Sprintf(`curl -H "Authorization: Bearer $(%s --user %s)" %s/auth/me`, token, user, st.APIURL)
 }
