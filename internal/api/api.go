@@ -71,8 +71,9 @@ func (c Config) check() error {
 		switch {
 		case c.ClerkAPIRate < 0:
 			return fmt.Errorf("config: CLERK_API_RATE %v: want a positive number of requests per second", c.ClerkAPIRate)
-		case c.JITWait <= 0 || c.JITWait > time.Minute:
-			return fmt.Errorf("config: JIT_WAIT %s: want a positive duration up to 1m", c.JITWait)
+		case c.JITWait <= 0 || c.JITWait > service.ShutdownTimeout:
+			// A request waiting out JIT_WAIT must still finish within the shutdown's grace.
+			return fmt.Errorf("config: JIT_WAIT %s: want a positive duration up to %s", c.JITWait, service.ShutdownTimeout)
 		case strings.TrimSpace(c.NATSURL) == "":
 			return errors.New("config: NATS_URL is required with CLERK_SECRET_KEY (just-in-time sync publishes snapshots)")
 		}
