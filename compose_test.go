@@ -81,7 +81,8 @@ func TestCompose(t *testing.T) {
 			// The contract's variables (DESIGN.md, Configuration) for the api, not checked
 			// against its Config here.
 			"api": {"DATABASE_URL", "API_ADDR", "CLERK_JWKS_URL", "CLERK_JWT_KEY", "JWKS_CACHE_TTL", "JWT_LEEWAY",
-				"CLERK_ISSUER", "CLERK_AUTHORIZED_PARTIES", "CORS_ALLOWED_ORIGINS", "LOG_FORMAT", "LOG_LEVEL"},
+				"CLERK_ISSUER", "CLERK_AUTHORIZED_PARTIES", "CORS_ALLOWED_ORIGINS", "LOG_FORMAT", "LOG_LEVEL",
+				"CLERK_SECRET_KEY", "CLERK_API_URL", "CLERK_API_RATE", "JIT_WAIT", "NATS_URL"},
 		}
 		for name, keys := range known {
 			for k := range environment(p.Services[name]) {
