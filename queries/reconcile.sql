@@ -1,6 +1,7 @@
 -- name: UserVersions :many
 -- What worker reconcile compares a page of the Backend API's users against: each known user's
--- version (NULL for a tombstone) and whether it is a tombstone.
+-- version (NULL for a tombstone) and whether it is a tombstone. The api's just-in-time sync asks
+-- it which of the users it waits for have a row yet.
 SELECT clerk_user_id, clerk_updated_at, deleted_at
 FROM users
 WHERE clerk_user_id = ANY(@clerk_user_ids::text[]);

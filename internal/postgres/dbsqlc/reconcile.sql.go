@@ -73,7 +73,8 @@ type UserVersionsRow struct {
 }
 
 // What worker reconcile compares a page of the Backend API's users against: each known user's
-// version (NULL for a tombstone) and whether it is a tombstone.
+// version (NULL for a tombstone) and whether it is a tombstone. The api's just-in-time sync asks
+// it which of the users it waits for have a row yet.
 func (q *Queries) UserVersions(ctx context.Context, clerkUserIds []string) ([]UserVersionsRow, error) {
 	rows, err := q.db.Query(ctx, userVersions, clerkUserIds)
 	if err != nil {
