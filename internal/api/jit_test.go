@@ -360,6 +360,7 @@ func TestJITFaults(t *testing.T) {
 		code       string
 		retryAfter string
 		minElapsed time.Duration // answered only once JIT_WAIT ran out
+		waits      bool          // else answered before JIT_WAIT ran out
 		snapshots  uint64
 		read       string // the jit reads result counted
 	}{
@@ -371,11 +372,11 @@ func TestJITFaults(t *testing.T) {
 		{name: "clerk 401", worker: true, fault: func(s *jitStack) { s.clerk.FailNext(clerkapitest.Fault{Status: 401}) },
 			status: 404, code: "user_not_synced", retryAfter: "1", read: "error"},
 		{name: "clerk hangs", worker: true, fault: func(s *jitStack) { s.clerk.FailNext(clerkapitest.Fault{Hang: true}) },
-			status: 404, code: "user_not_synced", retryAfter: "1", minElapsed: wait, read: "error"},
+			status: 404, code: "user_not_synced", retryAfter: "1", minElapsed: wait, waits: true, read: "error"},
 		{name: "nats stopped", worker: false, fault: func(s *jitStack) { s.nats.Shutdown() },
 			status: 404, code: "user_not_synced", retryAfter: "1", read: "ok"},
 		{name: "worker stopped", worker: false, fault: func(*jitStack) {},
-			status: 404, code: "user_not_synced", retryAfter: "1", minElapsed: wait, snapshots: 1, read: "ok"},
+			status: 404, code: "user_not_synced", retryAfter: "1", minElapsed: wait, waits: true, snapshots: 1, read: "ok"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -393,6 +394,9 @@ func TestJITFaults(t *testing.T) {
 			// The budget bounds the answer; the slack is a loaded machine's, not the code's.
 			if elapsed < tt.minElapsed || elapsed > wait+3*time.Second {
 				t.Errorf("answered in %s, want between %s and JIT_WAIT (%s) + 3s", elapsed, tt.minElapsed, wait)
+			}
+			if !tt.waits && elapsed >= wait {
+				t.Errorf("answered in %s: a failure it can see must not wait out JIT_WAIT (%s)", elapsed, wait)
 			}
 			if got := testutil.ToFloat64(s.jit.metrics.reads.WithLabelValues(tt.read)); got != 1 {
 				t.Errorf("jit reads %s = %v, want 1", tt.read, got)
