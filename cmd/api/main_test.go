@@ -14,7 +14,7 @@ func TestRunRefusesBadConfiguration(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"no key source", nil, nil, "config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required"},
+		{"no key source", nil, nil, "config: one of CLERK_JWKS_URL, CLERK_JWT_KEY, CLERK_PUBLISHABLE_KEY and CLERK_SECRET_KEY is required"},
 		{"arguments", []string{"serve"}, nil, `unexpected arguments ["serve"]: api is configured from the environment`},
 		{"bad duration", nil, map[string]string{"JWKS_CACHE_TTL": "soon"}, `config: JWKS_CACHE_TTL "soon": want a duration such as 500ms, 30s or 5m`},
 		{"bad log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `config: LOG_FORMAT "xml": want json or text`},

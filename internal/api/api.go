@@ -8,6 +8,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,9 +29,12 @@ import (
 type Config struct {
 	Addr        string `env:"API_ADDR" envDefault:":8081"`
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/clerksync?sslmode=disable"`
-	// JWKSURL or JWTKey (a PEM public key) is required; JWTKey wins when both are set.
+	// The signing keys come from the first of JWTKey (a PEM public key), JWKSURL,
+	// PublishableKey (its host's JWKS and issuer) and ClerkSecretKey alone (the Backend API's
+	// /v1/jwks) that is set: see keySource.
 	JWKSURL           string        `env:"CLERK_JWKS_URL"`
 	JWTKey            string        `env:"CLERK_JWT_KEY"`
+	PublishableKey    string        `env:"CLERK_PUBLISHABLE_KEY"`
 	JWKSCacheTTL      time.Duration `env:"JWKS_CACHE_TTL" envDefault:"1h"`
 	JWTLeeway         time.Duration `env:"JWT_LEEWAY" envDefault:"5s"`
 	Issuer            string        `env:"CLERK_ISSUER"`
@@ -50,13 +54,10 @@ type Config struct {
 	NATSURL string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 }
 
-// errNoKeySource is the one line the api stops with when it has no way to verify tokens.
-var errNoKeySource = errors.New("config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required")
-
 // check validates what the env tags cannot.
 func (c Config) check() error {
-	if strings.TrimSpace(c.JWKSURL) == "" && strings.TrimSpace(c.JWTKey) == "" {
-		return errNoKeySource
+	if _, err := c.keySource(); err != nil {
+		return err
 	}
 	if c.JWKSCacheTTL < 30*time.Second {
 		return fmt.Errorf("config: JWKS_CACHE_TTL %s: want at least 30s", c.JWKSCacheTTL)
@@ -81,14 +82,15 @@ func (c Config) check() error {
 	return nil
 }
 
-// sessionOptions are the token checks the configuration asks for.
-func (c Config) sessionOptions(logger *slog.Logger, m *metrics) session.Options {
+// sessionOptions are the token checks the configuration asks for, with the keys from src.
+func (c Config) sessionOptions(src keySource, logger *slog.Logger, m *metrics) session.Options {
 	return session.Options{
-		JWKSURL:           strings.TrimSpace(c.JWKSURL),
-		PublicKey:         c.JWTKey,
+		JWKSURL:           src.jwksURL,
+		PublicKey:         src.pem,
+		HTTPClient:        src.httpClient(),
 		CacheTTL:          c.JWKSCacheTTL,
 		Leeway:            c.JWTLeeway,
-		Issuer:            strings.TrimSpace(c.Issuer),
+		Issuer:            cmp.Or(strings.TrimSpace(c.Issuer), src.issuer),
 		AuthorizedParties: c.AuthorizedParties,
 		Logger:            logger.With("component", "jwks"),
 		OnRefresh:         m.observeJWKSFetch,
@@ -102,13 +104,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		return err
 	}
 	origins, _ := parseOrigins(cfg.CORSAllowedOrigins) // checked above
-	if strings.TrimSpace(cfg.JWTKey) != "" && strings.TrimSpace(cfg.JWKSURL) != "" {
-		logger.Info("verifying session tokens with CLERK_JWT_KEY; CLERK_JWKS_URL is not used")
-	}
+	src, _ := cfg.keySource()                          // checked above
 
 	reg := service.NewRegistry()
 	m := newMetrics(reg)
-	verifier, err := session.New(cfg.sessionOptions(logger, m))
+	opts := cfg.sessionOptions(src, logger, m)
+	logger.Info("verifying session tokens", "keys_from", src.name, "jwks_url", src.jwksURL, "issuer", opts.Issuer)
+	verifier, err := session.New(opts)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -144,8 +144,8 @@ func TestRunRefusesToStart(t *testing.T) {
 		change func(*Config)
 		want   string
 	}{
-		{"no key source", func(*Config) {}, "config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required"},
-		{"blank key source", func(c *Config) { c.JWTKey = "  \n" }, "config: one of CLERK_JWKS_URL and CLERK_JWT_KEY is required"},
+		{"no key source", func(*Config) {}, "config: one of CLERK_JWKS_URL, CLERK_JWT_KEY, CLERK_PUBLISHABLE_KEY and CLERK_SECRET_KEY is required"},
+		{"blank key source", func(c *Config) { c.JWTKey = "  \n" }, "config: one of CLERK_JWKS_URL, CLERK_JWT_KEY, CLERK_PUBLISHABLE_KEY and CLERK_SECRET_KEY is required"},
 		{"bad PEM", func(c *Config) { c.JWTKey = "not a key" }, "config: session: public key is not PEM or base64"},
 		{"relative JWKS URL", func(c *Config) { c.JWKSURL = "jwks.json" }, "config: session: the JWKS URL must be an absolute http(s) URL"},
 		{"bad origin", func(c *Config) { c.JWKSURL = "https://clerk.test/jwks"; c.CORSAllowedOrigins = []string{"example.com"} }, `config: CORS_ALLOWED_ORIGINS: "example.com" is not an origin (scheme://host[:port])`},
