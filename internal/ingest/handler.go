@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,6 +51,8 @@ type webhooks struct {
 	now            func() time.Time
 	logger         *slog.Logger
 	metrics        *metrics
+	// stored and duplicates count the webhooks since the last summary line (summarize).
+	stored, duplicates atomic.Int64
 }
 
 // ack is the answer to a stored webhook.
@@ -165,11 +168,36 @@ func (wh *webhooks) accept(w http.ResponseWriter, r *http.Request) (ack, error) 
 	if err != nil {
 		return ack{}, err
 	}
-	// LogAttrs: no interface boxing of the attributes, which costs even when Info is disabled.
-	wh.logger.LogAttrs(r.Context(), slog.LevelInfo, "webhook stored", slog.String("id", sh.id),
+	if pa.Duplicate {
+		wh.duplicates.Add(1)
+	} else {
+		wh.stored.Add(1)
+	}
+	// One line per webhook only at debug (an access log of 20,000 lines for 20,000 webhooks is
+	// noise at info: summarize says how many every minute). LogAttrs: no interface boxing of the
+	// attributes, which costs even when the level is disabled.
+	wh.logger.LogAttrs(r.Context(), slog.LevelDebug, "webhook stored", slog.String("id", sh.id),
 		slog.String("type", env.Type), slog.Uint64("stream_seq", pa.Sequence),
 		slog.Bool("duplicate", pa.Duplicate), slog.Int("secret", secret))
 	return ack{ID: sh.id, Duplicate: pa.Duplicate}, nil
+}
+
+// summarize logs, every interval until ctx ends, how many webhooks were stored in it (and how
+// many were duplicates of stored ones), when there were any.
+func (wh *webhooks) summarize(ctx context.Context, interval time.Duration) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		stored, duplicates := wh.stored.Swap(0), wh.duplicates.Swap(0)
+		if stored+duplicates > 0 {
+			wh.logger.Info("webhooks stored", "stored", stored, "duplicates", duplicates, "in", interval)
+		}
+	}
 }
 
 // readBody reads at most limit bytes of the body, whatever Content-Length says (or does not say,

@@ -63,6 +63,8 @@ type fixture struct {
 	stream  jetstream.Stream // read side, on a separate connection
 	url     string
 	handler http.Handler
+	wh      *webhooks
+	logs    *syncBuffer
 	reg     *prometheus.Registry
 	opts    options
 
@@ -125,7 +127,7 @@ func setup(t testing.TB, opts ...func(*options)) *fixture {
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 
-	f := &fixture{nats: srv, proxy: proxy, stream: stream, url: hs.URL, handler: h, reg: reg, opts: o}
+	f := &fixture{nats: srv, proxy: proxy, stream: stream, url: hs.URL, handler: h, wh: wh, logs: logs, reg: reg, opts: o}
 	// Whatever the test did, the logs hold no secret, signature or body.
 	t.Cleanup(func() {
 		out := logs.String()

@@ -113,9 +113,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keepStream(gctx, nc, js, cfg, logger, reconnected) })
+	g.Go(func() error { return wh.summarize(gctx, summaryInterval) })
 	g.Go(func() error { return service.Serve(gctx, service.NewServer(h, logger), ln, logger) })
 	return g.Wait()
 }
+
+// summaryInterval is how often ingest logs how many webhooks it stored (at info; each webhook is
+// logged at debug).
+const summaryInterval = time.Minute
 
 // connect opens ingest's one NATS connection. It never gives up reconnecting, so ingest accepts
 // webhooks again as soon as NATS is back, and it buffers nothing while disconnected: a publish
