@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"time"
@@ -139,3 +140,39 @@ func Classify(err error) Fault {
 
 // IsUnavailable reports whether err means Postgres could not be reached (FaultUnavailable).
 func IsUnavailable(err error) bool { return Classify(err) == FaultUnavailable }
+
+// CreateDatabaseIfMissing creates the database url names when the server says it does not exist
+// (SQLSTATE 3D000), by connecting to the same server's postgres database, and logs one line when
+// it did. When the role may not create databases it returns one line saying what to run.
+func CreateDatabaseIfMissing(ctx context.Context, url string, logger *slog.Logger) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return errors.New("parsing DATABASE_URL: invalid connection string")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" {
+		return nil // not a missing database: Open reports it
+	}
+	name := cfg.Database
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err = pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("database %q does not exist, and connecting to the server's postgres database to create it failed: %w; create it with: createdb %s", name, err, name)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created meanwhile by another worker
+			return nil
+		}
+		return fmt.Errorf("database %q does not exist and this role may not create it (%w): create it with: createdb %s", name, err, name)
+	}
+	logger.Info("created the database DATABASE_URL names", "database", name)
+	return nil
+}

@@ -103,6 +103,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	if !cfg.NoMigrate {
+		// A fresh Postgres has no clerksync database: the worker that migrates creates it.
+		if err := postgres.CreateDatabaseIfMissing(ctx, cfg.DatabaseURL, logger); err != nil {
+			return err
+		}
+	}
 	// A connection per lane, and one for dead letters, probes and advisories.
 	pool, err := postgres.OpenConns(ctx, cfg.DatabaseURL, cfg.Parallelism+1)
 	if err != nil {
@@ -181,6 +187,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 
 // Migrate applies the embedded migrations and returns (worker migrate).
 func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	if err := postgres.CreateDatabaseIfMissing(ctx, cfg.DatabaseURL, logger); err != nil {
+		return err
+	}
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
