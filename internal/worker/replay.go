@@ -45,6 +45,20 @@ func (s Summary) logAttrs() []any {
 		"ignored", s.Ignored, "dead_lettered", s.DeadLettered, "last_seq", s.LastSeq}
 }
 
+// replayAttrs are logAttrs as a replay reports them: in a dry run nothing is parked, so the
+// count says what would be.
+func (s Summary) replayAttrs(dryRun bool) []any {
+	attrs := s.logAttrs()
+	if dryRun {
+		for i := 0; i < len(attrs); i += 2 {
+			if attrs[i] == "dead_lettered" {
+				attrs[i] = "would_park"
+			}
+		}
+	}
+	return attrs
+}
+
 func (o ReplayOptions) validate() error {
 	switch {
 	case o.Since.IsZero() == (o.FromSeq == 0):
@@ -105,32 +119,61 @@ func Replay(ctx context.Context, cfg Config, opts ReplayOptions, logger *slog.Lo
 	if err != nil {
 		return sum, fmt.Errorf("creating a replay consumer: %w", err)
 	}
-	logger.Info("replay started", "from_seq", opts.FromSeq, "since", opts.Since, "to_seq", end,
-		"dry_run", opts.DryRun, "reapply", opts.Reapply)
+	start := []any{"to_seq", end, "dry_run", opts.DryRun, "reapply", opts.Reapply}
+	if opts.FromSeq != 0 {
+		start = append([]any{"from_seq", opts.FromSeq}, start...)
+	} else {
+		start = append([]any{"since", opts.Since}, start...)
+	}
+	logger.Info("replay started", start...)
+	if opts.FromSeq > info.State.LastSeq {
+		logger.Warn("--from-seq is past the end of the stream: nothing to replay",
+			"from_seq", opts.FromSeq, "last_seq", info.State.LastSeq)
+	}
 
-	r := replayer{cfg: cfg, logger: logger, applier: &applier{
+	r := replayer{cfg: cfg, logger: logger, dryRun: opts.DryRun, started: time.Now(), applier: &applier{
 		pool: pool, logger: logger, tally: newTally(newMetrics(prometheus.NewRegistry())),
 		maxAttempts: 1, // a replay parks what fails at once
 		timeout:     cfg.AckWait, reapply: opts.Reapply, dryRun: opts.DryRun,
 	}}
 	err = r.run(ctx, cons, end)
 	sum = r.summary()
+	elapsed := time.Since(r.started).Round(time.Millisecond)
 	if err != nil {
-		logger.Error("replay stopped", append(sum.logAttrs(), "err", err)...)
+		logger.Error("replay stopped", append(sum.replayAttrs(opts.DryRun), "elapsed", elapsed, "err", err)...)
 		return sum, err
 	}
-	logger.Info("replay finished", append(sum.logAttrs(), "dry_run", opts.DryRun)...)
+	logger.Info("replay finished", append(sum.replayAttrs(opts.DryRun), "dry_run", opts.DryRun, "elapsed", elapsed)...)
 	return sum, nil
 }
 
 // replayer is replay's source: an ordered consumer of its own, read a batch at a time into the
 // applier.
 type replayer struct {
-	cfg     Config
-	logger  *slog.Logger
-	applier *applier
-	read    int
-	lastSeq uint64
+	cfg      Config
+	logger   *slog.Logger
+	applier  *applier
+	dryRun   bool
+	started  time.Time
+	firstSeq uint64 // the first sequence read, for the progress
+	read     int
+	lastSeq  uint64
+}
+
+// progress logs how far the replay is through the sequences up to end: percent, events per
+// second, and the time left at that pace.
+func (r *replayer) progress(end uint64) {
+	elapsed := time.Since(r.started)
+	attrs := r.summary().replayAttrs(r.dryRun)
+	if span := end - r.firstSeq + 1; r.firstSeq != 0 && end >= r.firstSeq && span > 0 {
+		done := float64(r.lastSeq-r.firstSeq+1) / float64(span)
+		attrs = append(attrs, "end_seq", end, "percent", fmt.Sprintf("%.1f", 100*done),
+			"events_per_s", fmt.Sprintf("%.0f", float64(r.read)/elapsed.Seconds()))
+		if done > 0 {
+			attrs = append(attrs, "eta", (time.Duration(float64(elapsed)/done) - elapsed).Round(time.Second))
+		}
+	}
+	r.logger.Info("replay progress", attrs...)
 }
 
 func (r *replayer) summary() Summary {
@@ -175,7 +218,7 @@ func (r *replayer) run(ctx context.Context, cons jetstream.Consumer, end uint64)
 			return err
 		}
 		if time.Since(lastReport) >= 2*time.Second {
-			r.logger.Info("replay progress", append(r.summary().logAttrs(), "end_seq", end)...)
+			r.progress(end)
 			lastReport = time.Now()
 		}
 	}
@@ -188,6 +231,9 @@ func (r *replayer) apply(ctx context.Context, batch []*delivery) error {
 		return nil
 	}
 	for _, d := range batch {
+		if r.firstSeq == 0 {
+			r.firstSeq = d.Seq
+		}
 		r.read++
 		r.lastSeq = d.Seq
 		d.parse()

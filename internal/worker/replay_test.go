@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,48 @@ func TestWriteDeadLetters(t *testing.T) {
 	_ = WriteDeadLetters(&empty, nil, false)
 	if !strings.Contains(empty.String(), "(no dead letters)") {
 		t.Errorf("empty table: %q", empty.String())
+	}
+}
+
+// TestReplayReports: what the replay's lines say. The start names only the start given; a dry run
+// says what would be parked, not that it was; the end has the elapsed time; a --from-seq past the
+// end of the stream is a warning.
+func TestReplayReports(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	publish(t, b.js, created("msg_1", "user_1", 1700000000000), false)
+	publishRaw(t, b.js, "clerk.user.updated", "msg_poison", []byte("{not json"), false)
+	var logs bytes.Buffer
+	// Read only after Replay returns; slog's handler serialises the writes meanwhile.
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	sum, err := Replay(context.Background(), b.cfg, ReplayOptions{FromSeq: 1, DryRun: true}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.DeadLettered != 1 || count(t, b.pool, `SELECT count(*) FROM dead_letters`) != 0 {
+		t.Errorf("dry run: summary %+v, want 1 would-park and nothing parked", sum)
+	}
+	lines := map[string]map[string]any{}
+	for line := range strings.Lines(logs.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		lines[m["msg"].(string)] = m
+	}
+	started, finished := lines["replay started"], lines["replay finished"]
+	if _, ok := started["since"]; ok || started["from_seq"] != float64(1) {
+		t.Errorf("replay started: %v, want from_seq and no since", started)
+	}
+	if _, ok := finished["dead_lettered"]; ok || finished["would_park"] != float64(1) || finished["elapsed"] == nil {
+		t.Errorf("replay finished: %v, want would_park=1 (not dead_lettered) and elapsed", finished)
+	}
+
+	logs.Reset()
+	if _, err := Replay(context.Background(), b.cfg, ReplayOptions{FromSeq: 999}, logger); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "past the end of the stream") {
+		t.Errorf("no warning for a --from-seq past the end:\n%s", &logs)
 	}
 }
