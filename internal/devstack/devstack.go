@@ -9,6 +9,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -306,8 +308,16 @@ func startPostgres(ctx context.Context, dir, url string, port int, logger *slog.
 		logger.Info("using Postgres from DATABASE_URL")
 		return url, func() error { return nil }, nil
 	}
-	logger.Info("starting a private Postgres cluster", "data", filepath.Join(dir, "postgres"))
-	c, err := pgcluster.Start(ctx, pgcluster.Options{DataDir: filepath.Join(dir, "postgres"), Port: port})
+	dataDir, err := postgresDataDir(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	if dataDir != filepath.Join(dir, "postgres") {
+		logger.Warn("PostgreSQL's user cannot reach the data directory (a private checkout, as root): its cluster lives outside it",
+			"data", dataDir)
+	}
+	logger.Info("starting a private Postgres cluster", "data", dataDir)
+	c, err := pgcluster.Start(ctx, pgcluster.Options{DataDir: dataDir, Port: port})
 	if err != nil {
 		return "", nil, fmt.Errorf("%w; or set DATABASE_URL to a Postgres server", err)
 	}
@@ -323,6 +333,31 @@ func startPostgres(ctx context.Context, dir, url string, port int, logger *slog.
 		logger.Info("Postgres stopped")
 		return nil
 	}, nil
+}
+
+// postgresDataDir is where the private cluster keeps its data: dir/postgres, unless the user
+// PostgreSQL runs as (postgres, when the dev stack runs as root) cannot reach it — a checkout
+// under a 0700 directory such as root's home. Then it is a directory of its own under /var/tmp,
+// named after the checkout so that two checkouts never share one; nothing else is moved.
+func postgresDataDir(dir string) (string, error) {
+	preferred := filepath.Join(dir, "postgres")
+	if pgcluster.Reachable(preferred) == nil {
+		return preferred, nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(abs))
+	base := "/var/tmp"
+	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
+		base = os.TempDir()
+	}
+	alt := filepath.Join(base, "clerksync-dev-"+hex.EncodeToString(sum[:6]), "postgres")
+	if err := pgcluster.Reachable(alt); err != nil {
+		return "", fmt.Errorf("%w; and %s cannot be used either: set DATABASE_URL to a Postgres server", err, alt)
+	}
+	return alt, nil
 }
 
 func migrate(ctx context.Context, url string, logger *slog.Logger) error {

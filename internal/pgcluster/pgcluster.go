@@ -297,6 +297,28 @@ func credential(name string) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 }
 
+// Reachable says whether the user the server would run as (postgres, when this process is root)
+// can reach dataDir through the directories that exist on its way: nil when it can, or when the
+// server runs as this process's user. The error says which directory stops it.
+func Reachable(dataDir string) error {
+	cred, err := credential("")
+	if err != nil || cred == nil {
+		return err
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(abs)
+	for { // the first ancestor that exists: the rest would be created searchable
+		if _, err := os.Stat(dir); err == nil || dir == filepath.Dir(dir) {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	return checkReach(abs, dir, cred, "postgres")
+}
+
 // prepareDir creates the data directory's parent, and checks that the user the server runs as
 // can reach the data directory through it.
 func prepareDir(dataDir string, cred *syscall.Credential, userName string) error {
@@ -306,7 +328,12 @@ func prepareDir(dataDir string, cred *syscall.Credential, userName string) error
 	if cred == nil {
 		return nil
 	}
-	for dir := filepath.Dir(dataDir); ; dir = filepath.Dir(dir) {
+	return checkReach(dataDir, filepath.Dir(dataDir), cred, userName)
+}
+
+// checkReach checks that cred can search every directory from dir up to the root.
+func checkReach(dataDir, dir string, cred *syscall.Credential, userName string) error {
+	for ; ; dir = filepath.Dir(dir) {
 		fi, err := os.Stat(dir)
 		if err != nil {
 			return err
