@@ -146,7 +146,7 @@ type stack struct {
 func startStack(t *testing.T, args []string, getenv func(string) string) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &stack{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1), pgData: filepath.Join(args[1], "postgres")}
+	s := &stack{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- run(ctx, args, getenv, s.out) }()
 	t.Cleanup(func() { s.cancel() })
 	deadline := time.After(2 * time.Minute)
@@ -157,6 +157,20 @@ func startStack(t *testing.T, args []string, getenv func(string) string) *stack 
 		case <-deadline:
 			t.Fatalf("dev stack not ready in time:\n%s", s.out.String())
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// The ready line says where the cluster's data is.
+	for line := range strings.Lines(s.out.String()) {
+		var ready struct {
+			Msg          string `json:"msg"`
+			PostgresData string `json:"postgres_data"`
+			Postgres     string `json:"postgres"`
+		}
+		if json.Unmarshal([]byte(line), &ready) == nil && ready.Msg == "dev stack ready" {
+			if ready.PostgresData == "" || !strings.HasPrefix(ready.Postgres, "postgres://") {
+				t.Fatalf("the ready line lacks postgres or postgres_data: %s", line)
+			}
+			s.pgData = ready.PostgresData
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(s.pgData, "postmaster.pid"))
@@ -305,6 +319,25 @@ func allJSON(lines []string) bool {
 		}
 	}
 	return true
+}
+
+// TestDevStackFromAPrivateDirectory: as root, from a checkout under a 0700 directory (root's
+// home, mktemp -d), the dev stack starts: its Postgres data lives where the postgres user can
+// reach it, and the ready line says where.
+func TestDevStackFromAPrivateDirectory(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs PostgreSQL as another user, so only root has the problem")
+	}
+	private := t.TempDir() // 0700
+	dir := filepath.Join(private, "checkout", ".data")
+	env := map[string]string{"LOG_FORMAT": "json", "INGEST_ADDR": "127.0.0.1:0", "API_ADDR": "127.0.0.1:0", "WORKER_ADDR": "127.0.0.1:0"}
+	s := startStack(t, []string{"--data", dir, "--nats-port", "0", "--postgres-port", "0"}, func(k string) string { return env[k] })
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(s.pgData)) })
+	if strings.HasPrefix(s.pgData, private) {
+		t.Errorf("the cluster's data is in %s, which the postgres user cannot reach", s.pgData)
+	}
+	s.stop(t)
 }
 
 // dataDir returns a fresh data directory that, when the tests run as root, the postgres user

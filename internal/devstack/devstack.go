@@ -101,7 +101,7 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 		st.NATSPort = portOf(natsURL)
 	}
 
-	dbURL, stopPostgres, err := startPostgres(ctx, dir, getenv("DATABASE_URL"), prefer(o.PostgresPort, st.PostgresPort), logger)
+	dbURL, pgData, stopPostgres, err := startPostgres(ctx, dir, getenv("DATABASE_URL"), prefer(o.PostgresPort, st.PostgresPort), logger)
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func Up(ctx context.Context, o Options, logger *slog.Logger) (err error) {
 			}
 			return nil
 		}
-		printBanner(o, dir, st, dbURL, getenv("DATABASE_URL") != "", logger)
+		printBanner(o, dir, st, dbURL, pgData, getenv("DATABASE_URL") != "", logger)
 		return nil
 	})
 	return g.Wait()
@@ -301,16 +301,16 @@ func shutdownNATS(srv *server.Server, logger *slog.Logger) {
 	logger.Info("NATS stopped")
 }
 
-// startPostgres returns url when set, else starts the private cluster under dir/postgres with
-// the clerksync database created.
-func startPostgres(ctx context.Context, dir, url string, port int, logger *slog.Logger) (string, func() error, error) {
+// startPostgres returns url when set, else starts the private cluster (under dir/postgres, see
+// postgresDataDir) with the clerksync database created, and says where its data is.
+func startPostgres(ctx context.Context, dir, url string, port int, logger *slog.Logger) (string, string, func() error, error) {
 	if url != "" {
 		logger.Info("using Postgres from DATABASE_URL")
-		return url, func() error { return nil }, nil
+		return url, "", func() error { return nil }, nil
 	}
 	dataDir, err := postgresDataDir(dir)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	if dataDir != filepath.Join(dir, "postgres") {
 		logger.Warn("PostgreSQL's user cannot reach the data directory (a private checkout, as root): its cluster lives outside it",
@@ -319,14 +319,14 @@ func startPostgres(ctx context.Context, dir, url string, port int, logger *slog.
 	logger.Info("starting a private Postgres cluster", "data", dataDir)
 	c, err := pgcluster.Start(ctx, pgcluster.Options{DataDir: dataDir, Port: port})
 	if err != nil {
-		return "", nil, fmt.Errorf("%w; or set DATABASE_URL to a Postgres server", err)
+		return "", "", nil, fmt.Errorf("%w; or set DATABASE_URL to a Postgres server", err)
 	}
 	if err := c.EnsureDatabase(ctx, Database); err != nil {
 		_ = c.Stop()
-		return "", nil, err
+		return "", "", nil, err
 	}
 	logger.Info("Postgres started", "port", c.Port(), "pid", c.PID(), "log", c.LogPath())
-	return c.URL(Database), func() error {
+	return c.URL(Database), dataDir, func() error {
 		if err := c.Stop(); err != nil {
 			return err
 		}
@@ -475,7 +475,7 @@ func waitReady(ctx context.Context, urls ...string) error {
 	return nil
 }
 
-func printBanner(o Options, dir string, st State, dbURL string, external bool, logger *slog.Logger) {
+func printBanner(o Options, dir string, st State, dbURL, pgData string, external bool, logger *slog.Logger) {
 	dataFlag := ""
 	if dir != ".data" {
 		dataFlag = " --data " + dir
@@ -484,11 +484,18 @@ func printBanner(o Options, dir string, st State, dbURL string, external bool, l
 	token := "go run ./cmd/dev token" + dataFlag
 	if o.JSON {
 		// Logs never hold a secret: the webhook secret and the Backend API key are in the state
-		// file.
+		// file (webhook_secret says how to read it).
+		state := filepath.Join(dir, stateFile)
+		postgresURL := dbURL
+		if external {
+			postgresURL = "from DATABASE_URL"
+		}
 		logger.Info("dev stack ready",
 			"ingest", st.IngestURL+"/webhooks/clerk", "api", st.APIURL, "worker", st.WorkerURL,
-			"nats", st.NATSURL, "jwks", st.JWKSURL, "backend_api", st.Issuer+"/v1/users",
-			"state", filepath.Join(dir, stateFile), "send", send, "token", token,
+			"nats", st.NATSURL, "postgres", postgresURL, "postgres_data", pgData,
+			"webhook_secret", "$(jq -r .webhook_secret "+state+")",
+			"jwks", st.JWKSURL, "backend_api", st.Issuer+"/v1/users",
+			"state", state, "send", send, "token", token,
 			"just_in_time", jitCommand(st, token),
 			"reconcile", reconcileCommand(st, "$(jq -r .clerk_secret_key "+filepath.Join(dir, stateFile)+")"))
 		return
@@ -498,8 +505,11 @@ func printBanner(o Options, dir string, st State, dbURL string, external bool, l
 		return
 	}
 	pg := dbURL
-	if external {
+	switch {
+	case external:
 		pg = "from DATABASE_URL"
+	case pgData != filepath.Join(dir, "postgres"):
+		pg += "  (its data in " + pgData + ": PostgreSQL's user cannot reach " + dir + ")"
 	}
 	_, _ = fmt.Fprintf(w, `
 clerksync dev stack is up (data in %s; Ctrl-C stops it)
