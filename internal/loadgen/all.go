@@ -185,6 +185,11 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 				return rep, err
 			}
 		}
+		bare, err := StartBareHandler(ctx, natsURL, st.Secret)
+		if err != nil {
+			return rep, err
+		}
+		st.onClose(bare.Close)
 		for _, c := range o.Clients {
 			// Warm up, unmeasured: connections, the stream's first blocks, the code paths.
 			if _, err := Publish(ctx, "warm-up", PublishOptions{NATSURL: natsURL, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
@@ -194,10 +199,15 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 			if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: warm[len(warm)-1], Progress: p, Accepted: onAccept}); err != nil {
 				return rep, err
 			}
+			if _, err := Ingest(ctx, "warm-up", IngestOptions{URL: bare.URL, Secret: st.Secret, Clients: c, Workload: nextWorkload(warmup(c)), Progress: p}); err != nil {
+				return rep, err
+			}
 			// Rounds of publish then ingest, each on fresh webhooks, so that the disk's
 			// fsync latency, which drifts by tens of percent within seconds on a shared
 			// machine, weighs on both alike.
-			var pubs, ins, batched []Result
+			var pubs, ins, bares, batched []Result
+			// CPU of this process (the client, NATS and the handler under test) over the rounds.
+			var ingestCPU, bareCPU cpuTimes
 			for round := range o.Rounds {
 				w := nextWorkload(max(o.N/o.Rounds, 1))
 				if always {
@@ -220,19 +230,33 @@ func All(ctx context.Context, o AllOptions) (rep Report, err error) {
 					}
 					batched = append(batched, b)
 				}
+				before := sampleCPU(0)
 				in, err := measure(stageName("ingest", policy, c), stageName("ingest", policy, c)+suffix, func(name string) (Result, error) {
 					return Ingest(ctx, name, IngestOptions{URL: ingestURL, Secret: st.Secret, Clients: c, Workload: w, Progress: p, Accepted: onAccept})
 				})
 				if err != nil {
 					return rep, err
 				}
-				pubs, ins = append(pubs, pub), append(ins, in)
+				ingestCPU.add(before, sampleCPU(0))
+				before = sampleCPU(0)
+				// The same signed requests from the same client: only the handler differs.
+				bh, err := measure(stageName("bare handler", policy, c), stageName("bare handler", policy, c)+suffix, func(name string) (Result, error) {
+					return Ingest(ctx, name, IngestOptions{URL: bare.URL, Secret: st.Secret, Clients: c, Workload: w, Progress: p})
+				})
+				if err != nil {
+					return rep, err
+				}
+				bareCPU.add(before, sampleCPU(0))
+				pubs, ins, bares = append(pubs, pub), append(ins, in), append(bares, bh)
 			}
 			rep.Stages = append(rep.Stages, mergeRounds(pubs))
 			if len(batched) > 0 {
 				rep.Stages = append(rep.Stages, mergeRounds(batched))
 			}
-			rep.Stages = append(rep.Stages, mergeRounds(ins))
+			in, bh := mergeRounds(ins), mergeRounds(bares)
+			in.CPU, bh.CPU = cpuPerEvent(cpuTimes{}, ingestCPU, in.Count), cpuPerEvent(cpuTimes{}, bareCPU, bh.Count)
+			bh.Note = "the same signed requests, from the same client, to a bare net/http handler: bounded read, one HMAC-SHA256 compared, publish with Nats-Msg-Id into a scratch stream, 200 after the PubAck"
+			rep.Stages = append(rep.Stages, in, bh)
 		}
 		if always {
 			backlog = append(backlog, warm...)

@@ -32,8 +32,8 @@ func TestAllRunsEveryStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wantStages = []string{
-		"publish (sync always) c=4", "publish atomic batches of 16 (sync always) c=4", "ingest (sync always) c=4",
-		"publish (default sync) c=4", "ingest (default sync) c=4",
+		"publish (sync always) c=4", "publish atomic batches of 16 (sync always) c=4", "ingest (sync always) c=4", "bare handler (sync always) c=4",
+		"publish (default sync) c=4", "ingest (default sync) c=4", "bare handler (default sync) c=4",
 		"upsert baseline p=1", "upsert baseline p=2", "raw fold baseline p=2", "worker drain",
 		"e2e @100/s", "e2e flat out c=4", "api baseline c=4", "api /auth/me c=4",
 	}
@@ -56,15 +56,15 @@ func TestAllRunsEveryStage(t *testing.T) {
 		}
 	}
 	// The CPU targets need /proc, which the machines this runs on have.
-	if len(rep.Targets) != 13 {
-		t.Errorf("%d targets, want 13: %+v", len(rep.Targets), rep.Targets)
+	if len(rep.Targets) != 15 {
+		t.Errorf("%d targets, want 15: %+v", len(rep.Targets), rep.Targets)
 	}
 
 	var table bytes.Buffer
 	if err := rep.WriteTable(&table, true); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range append(wantStages, "worker ÷ raw upsert, p=2", "worker ÷ raw fold, p=2", "worker process CPU per event", "webhook 2xx → row visible p99 @100/s") {
+	for _, want := range append(wantStages, "worker ÷ raw upsert, p=2", "worker ÷ raw fold, p=2", "worker process CPU per event", "ingest ÷ bare handler, sync always, c=4", "webhook 2xx → row visible p99 @100/s") {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -48,6 +48,13 @@ func sampleCPU(workerPID int) cpuTimes {
 	return t
 }
 
+// add adds the CPU spent between two samples to t.
+func (t *cpuTimes) add(before, after cpuTimes) {
+	t.self += after.self - before.self
+	t.postgres += after.postgres - before.postgres
+	t.worker += after.worker - before.worker
+}
+
 // ticks converts clock ticks of /proc/<pid>/stat (USER_HZ, 100 on Linux) to a duration.
 func ticks(n uint) time.Duration {
 	return time.Duration(n) * time.Second / 100 //nolint:gosec // G115: a process's ticks, far below 2^63

@@ -79,6 +79,14 @@ func targets(stages []Result, o AllOptions) []Target {
 					Measured: fmt.Sprintf("%s / %s msg/s: what a group commit in ingest could reach", count(b.Rate), count(pub.Rate)),
 				})
 			}
+			if bh, ok := find(stageName("bare handler", policy, c)); ok {
+				ratio := in.Rate / bh.Rate
+				ts = append(ts, Target{
+					Name: fmt.Sprintf("ingest ÷ bare handler, %s, c=%d", policy, c), Value: ratio, Unit: "×",
+					Goal: "≥ 0.90×", Met: ratio >= 0.9,
+					Measured: fmt.Sprintf("%s / %s req/s", count(in.Rate), count(bh.Rate)),
+				})
+			}
 			extra := in.Latency.P99 - pub.Latency.P99
 			ts = append(ts, Target{
 				Name: fmt.Sprintf("ingest p99 − raw p99, %s, c=%d", policy, c), Value: ms(extra), Unit: "ms",
