@@ -116,11 +116,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	}
 	defer verifier.Close()
 
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	// The api starts whether or not Postgres answers yet: until it does, /readyz fails and
+	// /auth/me answers 503 database_unavailable, and the pool connects as soon as it can.
+	pool, err := postgres.NewPool(ctx, cfg.DatabaseURL, 0)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := postgres.Ping(ctx, pool); err != nil {
+		logger.Warn("Postgres is not reachable yet: /readyz fails and /auth/me answers 503 until it is", "err", err)
+	}
 
 	var j *jit
 	if cfg.ClerkSecretKey != "" {

@@ -247,3 +247,67 @@ func TestRunJIT(t *testing.T) {
 		t.Error("the log does not say just-in-time sync is on")
 	}
 }
+
+// TestRunStartsBeforePostgres: the api starts while Postgres is unreachable (an orchestrator may
+// start it first): it answers /healthz, fails /readyz naming postgres, and answers a valid token
+// 503 database_unavailable, instead of exiting.
+func TestRunStartsBeforePostgres(t *testing.T) {
+	t.Parallel()
+	iss := sessiontest.NewIssuer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			DatabaseURL:  "postgres://postgres@127.0.0.1:1/clerksync?sslmode=disable&connect_timeout=1",
+			JWTKey:       iss.PublicKeyPEM(),
+			JWKSCacheTTL: time.Hour,
+			JWTLeeway:    5 * time.Second,
+		}, slog.New(slog.DiscardHandler), ln)
+	}()
+	get := func(path string, header http.Header) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = header
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if status, _ := get("/healthz", nil); status == http.StatusOK {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the api exited instead of waiting for Postgres: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/healthz never answered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, body := get("/readyz", nil); status != http.StatusServiceUnavailable || !strings.Contains(body, "postgres") {
+		t.Errorf("/readyz = %d %s, want 503 naming postgres", status, body)
+	}
+	status, body := get("/auth/me", http.Header{"Authorization": {"Bearer " + iss.Token("user_2early")}})
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "database_unavailable") {
+		t.Errorf("/auth/me = %d %s, want 503 database_unavailable", status, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after the context ended: %v", err)
+	}
+}

@@ -32,13 +32,29 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 // OpenConns is Open for a caller that holds up to conns connections at once: the pool allows at
 // least that many (its default is max(4, CPUs); pool_max_conns in url wins when larger).
 func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error) {
+	pool, err := NewPool(ctx, url, conns)
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to postgres at %s: %w", pool.Config().ConnConfig.Host, err)
+	}
+	return pool, nil
+}
+
+// NewPool is OpenConns without the check that the server answers: the pool connects when it is
+// first used, so a service can start before Postgres does.
+func NewPool(ctx context.Context, url string, conns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// The URL may hold a password: never echo it.
 		return nil, errors.New("parsing DATABASE_URL: invalid connection string")
 	}
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32))) //nolint:gosec // G115: min bounds it to int32
+	cfg.MaxConns = max(cfg.MaxConns, int32(min(conns, math.MaxInt32))) //nolint:gosec // G115: min caps it to int32
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		registerUUID(conn)
 		registerSlices(conn)
@@ -47,12 +63,6 @@ func OpenConns(ctx context.Context, url string, conns int) (*pgxpool.Pool, error
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening pool: %w", err)
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connecting to postgres at %s: %w", cfg.ConnConfig.Host, err)
 	}
 	return pool, nil
 }
