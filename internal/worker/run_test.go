@@ -629,3 +629,47 @@ func TestRunRecreatesDeletedConsumer(t *testing.T) {
 		t.Errorf("projection (-want +got):\n%s", diff)
 	}
 }
+
+// TestRunWaitsForPostgres: a worker started before Postgres answers does not exit: /healthz
+// answers, /readyz fails, and once Postgres is up it migrates, becomes ready and applies.
+func TestRunWaitsForPostgres(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p, dbURL := proxied(t, b.cfg.DatabaseURL)
+	p.setDown(true)
+	cfg := b.cfg
+	cfg.DatabaseURL = dbURL
+	cfg.NoMigrate = false // migrating waits for Postgres too (the database is migrated already: a no-op)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, testLogger(t), ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitFor(t, 10*time.Second, "/healthz while Postgres is down", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("the worker exited instead of waiting for Postgres: %v", err)
+		default:
+		}
+		return statusOf(t, url+"/healthz") == http.StatusOK
+	})
+	if got := statusOf(t, url+"/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while Postgres is down = %d, want 503", got)
+	}
+	e := created("msg_early", "user_early", 1700000000000)
+	publish(t, b.js, e, false)
+	time.Sleep(300 * time.Millisecond) // a few of its attempts
+	p.setDown(false)
+	waitFor(t, 20*time.Second, "/readyz once Postgres is up", func() bool { return statusOf(t, url+"/readyz") == http.StatusOK })
+	waitFor(t, 10*time.Second, "the event to apply", func() bool { return count(t, b.pool, `SELECT count(*) FROM users`) == 1 })
+}

@@ -16,6 +16,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -96,30 +97,57 @@ func (c Config) validate() error {
 
 // Run runs the worker until ctx ends: migrations (unless cfg.NoMigrate), then the durable consumer,
 // the MaxDeliver advisory watcher and /healthz, /readyz, /metrics on ln (or cfg.Addr when ln is
-// nil). When ctx ends it fetches nothing more, applies, commits and settles what it has fetched,
-// and returns nil; during a Postgres outage what has not committed yet is left unacknowledged, for
-// JetStream to deliver again after AckWait.
+// nil). It starts whether or not Postgres and NATS answer yet: /healthz answers at once, /readyz
+// fails until both do, and it connects as soon as they come. When ctx ends it fetches nothing
+// more, applies, commits and settles what it has fetched, and returns nil; during a Postgres
+// outage what has not committed yet is left unacknowledged, for JetStream to deliver again after
+// AckWait.
 func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	if !cfg.NoMigrate {
-		// A fresh Postgres has no clerksync database: the worker that migrates creates it.
-		if err := postgres.CreateDatabaseIfMissing(ctx, cfg.DatabaseURL, logger); err != nil {
-			return err
-		}
-	}
-	// A connection per lane, and one for dead letters, probes and advisories.
-	pool, err := postgres.OpenConns(ctx, cfg.DatabaseURL, cfg.Parallelism+1)
+	ln, err := service.Listen(ln, cfg.Addr)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if !cfg.NoMigrate {
-		if err := postgres.Migrate(ctx, pool, logger); err != nil {
-			return err
+	// Until the dependencies answer, the ops endpoints say the worker is starting.
+	h := &swappable{}
+	h.set(startingHandler(logger))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return service.Serve(gctx, service.NewServer(h, logger), ln, logger) })
+	g.Go(func() error { return run(gctx, cfg, logger, h) })
+	err = g.Wait()
+	logger.Info("worker stopped")
+	return err
+}
+
+// run connects to Postgres (migrating it) and NATS, waiting for each as long as it is out of
+// reach, then serves the real ops endpoints through h and consumes until ctx ends.
+func run(ctx context.Context, cfg Config, logger *slog.Logger, h *swappable) error {
+	// A connection per lane, and one for dead letters, probes and advisories.
+	pool, err := untilUp(ctx, logger, "postgres", func() (*pgxpool.Pool, error) {
+		if !cfg.NoMigrate {
+			// A fresh Postgres has no clerksync database: the worker that migrates creates it.
+			if err := postgres.CreateDatabaseIfMissing(ctx, cfg.DatabaseURL, logger); err != nil {
+				return nil, err
+			}
 		}
+		pool, err := postgres.OpenConns(ctx, cfg.DatabaseURL, cfg.Parallelism+1)
+		if err != nil {
+			return nil, err
+		}
+		if !cfg.NoMigrate {
+			if err := postgres.Migrate(ctx, pool, logger); err != nil {
+				pool.Close()
+				return nil, err
+			}
+		}
+		return pool, nil
+	}, postgres.IsUnavailable)
+	if pool == nil || err != nil {
+		return err
 	}
+	defer pool.Close()
 	nc, js, err := connectNATS(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -129,8 +157,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		_ = nc.FlushTimeout(5 * time.Second)
 		nc.Close()
 	}()
-	cons, err := ensureConsumer(ctx, js, cfg)
-	if err != nil {
+	// Until NATS answers, or JetStream has the stream, creating the consumer fails: every failure
+	// is waited out (and logged), since the worker can do nothing without it.
+	cons, err := untilUp(ctx, logger, "nats", func() (jetstream.Consumer, error) {
+		return ensureConsumer(ctx, js, cfg)
+	}, func(error) bool { return true })
+	if cons == nil || err != nil {
 		return err
 	}
 
@@ -147,10 +179,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		Help: "Messages in the stream the durable consumer has not yet been delivered.",
 	}, c.pending))
 
-	ln, err = service.Listen(ln, cfg.Addr)
-	if err != nil {
-		return err
-	}
 	mux := http.NewServeMux()
 	service.HandleOps(mux, reg, logger, map[string]service.Probe{
 		"postgres": func(ctx context.Context) error { return postgres.Ping(ctx, pool) },
@@ -172,17 +200,62 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
+	h.set(mux)
 	logger.Info("worker started", "consumer", cfg.Consumer, "batch_size", cfg.BatchSize, "parallelism", cfg.Parallelism, "max_attempts", cfg.MaxAttempts)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return service.Serve(gctx, service.NewServer(mux, logger), ln, logger) })
 	g.Go(func() error { return c.run(gctx) })
 	g.Go(func() error { return c.watchMaxDeliveries(gctx, advisories) })
 	if cfg.ReconcileInterval > 0 {
 		g.Go(func() error { return reconcileEvery(gctx, cfg, js, reg, logger) })
 	}
-	err = g.Wait()
-	logger.Info("worker stopped")
-	return err
+	return g.Wait()
+}
+
+// untilUp calls open until it succeeds, fails for a reason waiting does not mend (an error
+// transient does not accept), or ctx ends (then the zero T and nil). While what it needs is out
+// of reach it logs a warning, the first time and then once a minute, and waits with back-off.
+func untilUp[T any](ctx context.Context, logger *slog.Logger, what string, open func() (T, error), transient func(error) bool) (T, error) {
+	var zero T
+	wait, lastLog := 250*time.Millisecond, time.Time{}
+	for {
+		v, err := open()
+		switch {
+		case err == nil:
+			if !lastLog.IsZero() {
+				logger.Info(what + " is up")
+			}
+			return v, nil
+		case ctx.Err() != nil:
+			return zero, nil
+		case !transient(err):
+			return zero, err
+		}
+		if time.Since(lastLog) >= time.Minute {
+			logger.Warn("waiting for "+what+": /readyz fails until it answers", "err", err)
+			lastLog = time.Now()
+		}
+		sleep(ctx, wait)
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// swappable is an http.Handler whose handler can be replaced while it serves.
+type swappable struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swappable) set(h http.Handler)                               { s.h.Store(&h) }
+func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) { (*s.h.Load()).ServeHTTP(w, r) }
+
+// startingHandler serves the ops endpoints while the worker waits for its dependencies: alive,
+// not ready.
+func startingHandler(logger *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	service.HandleOps(mux, service.NewRegistry(), logger, map[string]service.Probe{
+		"dependencies": func(context.Context) error { return errors.New("starting: waiting for Postgres and NATS") },
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		service.WriteError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+	return mux
 }
 
 // Migrate applies the embedded migrations and returns (worker migrate).
@@ -202,6 +275,8 @@ func connectNATS(ctx context.Context, cfg Config, logger *slog.Logger) (*nats.Co
 	log := logger.With("component", "nats")
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name("clerksync-worker"),
+		// NATS may not be up yet: the connection keeps trying, and run waits for the consumer.
+		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
