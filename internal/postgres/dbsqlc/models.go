@@ -20,6 +20,36 @@ type DeadLetter struct {
 	RetriedAt pgtype.Timestamptz
 }
 
+type Organization struct {
+	OrganizationID uuid.UUID
+	ClerkOrgID     string
+	Name           pgtype.Text
+	Slug           pgtype.Text
+	ImageUrl       pgtype.Text
+	ClerkData      []byte
+	ClerkCreatedAt pgtype.Timestamptz
+	ClerkUpdatedAt pgtype.Timestamptz
+	VersionEventID pgtype.Text
+	DeletedAt      pgtype.Timestamptz
+	CreatedAt      pgtype.Timestamptz
+	UpdatedAt      pgtype.Timestamptz
+}
+
+type OrganizationMembership struct {
+	MembershipID      uuid.UUID
+	ClerkMembershipID string
+	ClerkOrgID        string
+	ClerkUserID       string
+	Role              pgtype.Text
+	ClerkData         []byte
+	ClerkCreatedAt    pgtype.Timestamptz
+	ClerkUpdatedAt    pgtype.Timestamptz
+	VersionEventID    pgtype.Text
+	DeletedAt         pgtype.Timestamptz
+	CreatedAt         pgtype.Timestamptz
+	UpdatedAt         pgtype.Timestamptz
+}
+
 type ProcessedEvent struct {
 	EventID     string
 	EventType   string
