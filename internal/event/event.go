@@ -19,9 +19,18 @@ const (
 	SubjectPrefix = "clerk."
 	// Subjects is everything the stream keeps: the full Clerk event log.
 	Subjects = SubjectPrefix + ">"
-	// UserSubjects is what the worker consumes.
-	UserSubjects = SubjectPrefix + "user.>"
+	// UserSubjects, OrganizationSubjects and MembershipSubjects are what the worker consumes
+	// (WorkerSubjects); every other type stays in the stream only.
+	UserSubjects         = SubjectPrefix + "user.>"
+	OrganizationSubjects = SubjectPrefix + "organization.>"
+	MembershipSubjects   = SubjectPrefix + "organizationMembership.>"
 )
+
+// WorkerSubjects returns the subjects the worker's consumers filter: users, organizations and
+// organization memberships.
+func WorkerSubjects() []string {
+	return []string{UserSubjects, OrganizationSubjects, MembershipSubjects}
+}
 
 // Message headers.
 const (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,11 +29,14 @@ type delivery struct {
 	EventID string // the svix-id
 	Body    []byte
 
-	// Type is the event type ("" when the body has none); user is the parsed event, nil for a
-	// type the worker does not fold (ignored) and for poison; poison says why it can never apply.
-	Type   string
-	user   *clerk.UserEvent
-	poison error
+	// Type is the event type ("" when the body has none); user, org and membership hold the
+	// parsed event (one of them at most: none for a type the worker does not fold, which is
+	// ignored, and for poison); poison says why it can never apply.
+	Type       string
+	user       *clerk.UserEvent
+	org        *clerk.OrganizationEvent
+	membership *clerk.MembershipEvent
+	poison     error
 
 	// attempt is how many times the message was delivered, this time included (1 for a source
 	// that never delivers twice).
@@ -44,14 +48,32 @@ type delivery struct {
 	msg jetstream.Msg
 }
 
-// parse reads what the fold needs from d's body. A message that can never apply gets a poison
-// error; one of a type the worker does not fold gets neither an event nor an error.
+// parse reads what the fold needs from d's body, with the parser of the kind its subject names.
+// A message that can never apply gets a poison error; one of a type the worker does not fold gets
+// neither an event nor an error.
 func (d *delivery) parse() {
-	ev, err := clerk.ParseUserEvent(d.Body)
+	var err error
+	switch {
+	case strings.HasPrefix(d.Subject, event.SubjectPrefix+"organizationMembership."):
+		var ev clerk.MembershipEvent
+		if ev, err = clerk.ParseMembershipEvent(d.Body); err == nil {
+			d.Type, d.membership = ev.Type, &ev
+		}
+	case strings.HasPrefix(d.Subject, event.SubjectPrefix+"organization."):
+		var ev clerk.OrganizationEvent
+		if ev, err = clerk.ParseOrganizationEvent(d.Body); err == nil {
+			d.Type, d.org = ev.Type, &ev
+		}
+	default:
+		var ev clerk.UserEvent
+		if ev, err = clerk.ParseUserEvent(d.Body); err == nil {
+			d.Type, d.user = ev.Type, &ev
+		}
+	}
 	if err == nil {
-		d.Type, d.user = ev.Type, &ev
 		if d.EventID == "" {
-			d.user, d.poison = nil, fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
+			d.user, d.org, d.membership = nil, nil, nil
+			d.poison = fmt.Errorf("message has no %s header: it cannot be recorded in processed_events", event.HeaderSvixID)
 		}
 		return
 	}
@@ -68,11 +90,35 @@ func (d *delivery) parse() {
 	}
 }
 
-// key is what partitions deliveries between lanes: the user an event is about, so no two
-// transactions in flight touch one user.
+// parsed reports whether d carries an event the worker folds.
+func (d *delivery) parsed() bool { return d.user != nil || d.org != nil || d.membership != nil }
+
+// timestamp is the envelope timestamp of d's event (zero when it has none).
+func (d *delivery) timestamp() time.Time {
+	switch {
+	case d.user != nil:
+		return d.user.Timestamp
+	case d.org != nil:
+		return d.org.Timestamp
+	case d.membership != nil:
+		return d.membership.Timestamp
+	}
+	return time.Time{}
+}
+
+// key is what partitions deliveries between lanes, so that no two transactions in flight in one
+// worker touch one object: the user a user event is about, and the organization of an
+// organization or membership event (so an organization's tombstone and the scrub of its
+// memberships share a lane with their writes). A user's tombstone also scrubs its memberships,
+// which may be in flight in another lane: LockFoldKeys orders those two (see applier.fold).
 func (d *delivery) key() string {
-	if d.user != nil {
+	switch {
+	case d.user != nil:
 		return d.user.ClerkUserID
+	case d.org != nil:
+		return d.org.ClerkOrgID
+	case d.membership != nil:
+		return d.membership.Membership.OrgID
 	}
 	return d.EventID
 }
@@ -80,7 +126,9 @@ func (d *delivery) key() string {
 // folded reports whether the worker folds events of type typ.
 func folded(typ string) bool {
 	switch typ {
-	case clerk.UserCreated, clerk.UserUpdated, clerk.UserSnapshot, clerk.UserDeleted:
+	case clerk.UserCreated, clerk.UserUpdated, clerk.UserSnapshot, clerk.UserDeleted,
+		clerk.OrganizationCreated, clerk.OrganizationUpdated, clerk.OrganizationSnapshot, clerk.OrganizationDeleted,
+		clerk.MembershipCreated, clerk.MembershipUpdated, clerk.MembershipSnapshot, clerk.MembershipDeleted:
 		return true
 	}
 	return false
@@ -147,7 +195,7 @@ func (a *applier) apply(ctx context.Context, ds []*delivery) ([]result, error) {
 				return results, err
 			}
 			results[i] = r
-		case d.user == nil && d.deadLetter == 0:
+		case !d.parsed() && d.deadLetter == 0:
 			results[i] = a.verdict(d, result{outcome: outcomeIgnored}, time.Time{})
 		default:
 			fold = append(fold, i)
@@ -211,8 +259,9 @@ func (a *applier) commitOrSplit(ctx context.Context, ds []*delivery, idx []int, 
 }
 
 // commit applies ds (none of them poison) in one transaction and returns each one's outcome. A
-// plain batch is one statement, its own implicit transaction (no BEGIN and COMMIT round trips);
-// a dry run, or a batch of dead letters to mark retried, gets an explicit one. A deadlock or
+// batch that one statement folds is that statement alone, its own implicit transaction (no BEGIN
+// and COMMIT round trips); a batch that needs more (see needsTx), a dry run, or a batch of dead
+// letters to mark retried, gets an explicit one. A deadlock or
 // serialization failure between workers is retried at once.
 func (a *applier) commit(ctx context.Context, ds []*delivery) ([]outcome, error) {
 	var retried []int64
@@ -224,7 +273,7 @@ func (a *applier) commit(ctx context.Context, ds []*delivery) ([]outcome, error)
 	for attempt := 1; ; attempt++ {
 		var outcomes []outcome
 		var err error
-		if !a.dryRun && len(retried) == 0 {
+		if !a.dryRun && len(retried) == 0 && !needsTx(ds) {
 			outcomes, err = a.fold(ctx, dbsqlc.New(a.pool), ds)
 		} else {
 			err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
@@ -257,33 +306,112 @@ func (a *applier) commit(ctx context.Context, ds []*delivery) ([]outcome, error)
 var errRollback = errors.New("dry run: rolled back")
 
 // fold runs the fold statement of each kind of event in ds with q and returns each delivery's
-// outcome: users today (foldUsers); a new kind of object adds its statement here. Deliveries
-// with no event (dead letters of an ignored type) are ignored.
+// outcome; a new kind of object adds its statement here. Deliveries with no event (dead letters
+// of an ignored type) are ignored. More than one statement must run in one transaction
+// (needsTx), in this order, the lock order every worker shares:
+//
+//  1. LockFoldKeys, when the batch has membership events (a shared lock on each user and
+//     organization they name) or user or organization deletes (an exclusive lock on each), every
+//     lock in one statement in key order;
+//  2. the users (ApplyEvents), then the organizations, then the memberships, each statement
+//     writing the ledger in svix-id order and its rows in Clerk id order;
+//  3. ScrubMemberships for the batch's deleted users and organizations, rows in membership_id
+//     order.
+//
+// A membership write and a tombstone that must scrub it therefore never run at once: whichever
+// commits second sees the other (its statements start after the lock is granted), so the
+// personal data copied into a membership is gone once its user or organization is a tombstone,
+// whatever the order of their events and of the workers' transactions.
 func (a *applier) fold(ctx context.Context, q *dbsqlc.Queries, ds []*delivery) ([]outcome, error) {
 	outcomes := make([]outcome, len(ds))
-	var users []int
+	var users, orgs, memberships []*delivery
+	var usersAt, orgsAt, membershipsAt []int
+	var locks dbsqlc.LockFoldKeysParams
+	var scrub dbsqlc.ScrubMembershipsParams
 	for i, d := range ds {
-		if d.user == nil {
+		switch {
+		case d.user != nil:
+			users, usersAt = append(users, d), append(usersAt, i)
+			if d.user.User == nil {
+				locks.Names, locks.Exclusive = append(locks.Names, "user:"+d.user.ClerkUserID), append(locks.Exclusive, true)
+				scrub.ClerkUserIds = append(scrub.ClerkUserIds, d.user.ClerkUserID)
+			}
+		case d.org != nil:
+			orgs, orgsAt = append(orgs, d), append(orgsAt, i)
+			if d.org.Organization == nil {
+				locks.Names, locks.Exclusive = append(locks.Names, "org:"+d.org.ClerkOrgID), append(locks.Exclusive, true)
+				scrub.ClerkOrgIds = append(scrub.ClerkOrgIds, d.org.ClerkOrgID)
+			}
+		case d.membership != nil:
+			memberships, membershipsAt = append(memberships, d), append(membershipsAt, i)
+			m := d.membership.Membership
+			locks.Names = append(locks.Names, "user:"+m.UserID, "org:"+m.OrgID)
+			locks.Exclusive = append(locks.Exclusive, false, false)
+		default:
 			outcomes[i] = outcomeIgnored
+		}
+	}
+	if len(locks.Names) > 0 {
+		if err := q.LockFoldKeys(ctx, locks); err != nil {
+			return nil, fmt.Errorf("locking users and organizations: %w", err)
+		}
+	}
+	for _, kind := range []struct {
+		evs  []*delivery
+		at   []int
+		fold func(context.Context, *dbsqlc.Queries, []*delivery, bool) ([]outcome, error)
+	}{
+		{users, usersAt, foldUsers},
+		{orgs, orgsAt, foldOrganizations},
+		{memberships, membershipsAt, foldMemberships},
+	} {
+		if len(kind.evs) == 0 {
 			continue
 		}
-		users = append(users, i)
+		folded, err := kind.fold(ctx, q, kind.evs, a.reapply)
+		if err != nil {
+			return nil, err
+		}
+		for k, i := range kind.at {
+			outcomes[i] = folded[k]
+		}
 	}
-	if len(users) == 0 {
-		return outcomes, nil
-	}
-	evs := make([]*delivery, len(users))
-	for k, i := range users {
-		evs[k] = ds[i]
-	}
-	folded, err := foldUsers(ctx, q, evs, a.reapply)
-	if err != nil {
-		return nil, err
-	}
-	for k, i := range users {
-		outcomes[i] = folded[k]
+	if len(scrub.ClerkUserIds) > 0 || len(scrub.ClerkOrgIds) > 0 {
+		if scrub.ClerkUserIds == nil {
+			scrub.ClerkUserIds = []string{}
+		}
+		if scrub.ClerkOrgIds == nil {
+			scrub.ClerkOrgIds = []string{}
+		}
+		if _, err := q.ScrubMemberships(ctx, scrub); err != nil {
+			return nil, fmt.Errorf("scrubbing memberships: %w", err)
+		}
 	}
 	return outcomes, nil
+}
+
+// needsTx reports whether fold runs more than one statement for ds: when it has more than one
+// kind of event, a membership event or a delete (see fold). A batch of user or organization
+// upserts alone is one statement.
+func needsTx(ds []*delivery) bool {
+	var users, orgs bool
+	for _, d := range ds {
+		switch {
+		case d.membership != nil:
+			return true
+		case d.user != nil:
+			if d.user.User == nil {
+				return true
+			}
+			users = true
+		case d.org != nil:
+			if d.org.Organization == nil {
+				return true
+			}
+			orgs = true
+		}
+	}
+	return users && orgs
 }
 
 // park writes d to dead_letters with the reason it cannot apply (waiting out a Postgres outage)

@@ -143,6 +143,11 @@ func TestApplyConverges(t *testing.T) {
 // applyBatch decodes events (their bodies by svix-id) as stream messages and applies them in
 // one transaction, returning each one's outcome.
 func applyBatch(pool *pgxpool.Pool, batch []histEvent, bodies map[string][]byte, seqBase uint64) ([]outcome, error) {
+	return applyBatchWith(applyOnce, pool, batch, bodies, seqBase)
+}
+
+func applyBatchWith(apply func(context.Context, *pgxpool.Pool, []*delivery) ([]outcome, error),
+	pool *pgxpool.Pool, batch []histEvent, bodies map[string][]byte, seqBase uint64) ([]outcome, error) {
 	ds := make([]*delivery, len(batch))
 	for k, e := range batch {
 		ds[k] = newDelivery(seqBase+uint64(k)+1, "clerk."+e.Type, e.ID, bodies[e.ID])
@@ -150,7 +155,7 @@ func applyBatch(pool *pgxpool.Pool, batch []histEvent, bodies map[string][]byte,
 			return nil, ds[k].poison
 		}
 	}
-	return applyOnce(context.Background(), pool, ds)
+	return apply(context.Background(), pool, ds)
 }
 
 func envInt(t *testing.T, name string, def int) int {

@@ -67,8 +67,8 @@ func newTally(m *metrics) *tally { return &tally{metrics: m} }
 // when none did).
 func (t *tally) add(d *delivery, o outcome, committed time.Time) {
 	t.metrics.events.WithLabelValues(metricType(d.Type), string(o)).Inc()
-	if !committed.IsZero() && o != outcomeDuplicate && d.user != nil && !d.user.Timestamp.IsZero() {
-		t.metrics.freshness.Observe(committed.Sub(d.user.Timestamp).Seconds())
+	if ts := d.timestamp(); !committed.IsZero() && o != outcomeDuplicate && !ts.IsZero() {
+		t.metrics.freshness.Observe(committed.Sub(ts).Seconds())
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

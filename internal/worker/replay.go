@@ -69,8 +69,8 @@ func (o ReplayOptions) validate() error {
 	return nil
 }
 
-// Replay reads clerk.user.> from the stream with an ordered consumer of its own (the workers'
-// durable consumer is untouched) and applies it in batches through the same code as the worker:
+// Replay reads the worker's subjects (event.WorkerSubjects) from the stream with an ordered
+// consumer of its own (the workers' durable consumer is untouched) and applies it in batches through the same code as the worker:
 // events already in processed_events are skipped unless opts.Reapply, poison is parked in
 // dead_letters. It logs progress and a summary. Postgres being unreachable stops it with an
 // error: a replay may simply be run again.
@@ -108,7 +108,7 @@ func Replay(ctx context.Context, cfg Config, opts ReplayOptions, logger *slog.Lo
 	if opts.ToSeq != 0 && opts.ToSeq < end {
 		end = opts.ToSeq
 	}
-	ccfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.UserSubjects}}
+	ccfg := jetstream.OrderedConsumerConfig{FilterSubjects: event.WorkerSubjects()}
 	if opts.FromSeq != 0 {
 		ccfg.DeliverPolicy, ccfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, opts.FromSeq
 	} else {

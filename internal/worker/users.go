@@ -72,11 +72,34 @@ func (r *userRows) add(d *delivery) {
 // subscription and usage row. With reapply the ledger does not filter: every event is folded
 // again and an equal version is rewritten.
 func foldUsers(ctx context.Context, q *dbsqlc.Queries, evs []*delivery, reapply bool) ([]outcome, error) {
-	outcomes := make([]outcome, len(evs))
+	rows := userRows{Reapply: reapply}
+	return foldStatement(evs, rows.add, func() ([]applied, error) {
+		results, err := q.ApplyEvents(ctx, dbsqlc.ApplyEventsParams(rows))
+		if err != nil {
+			return nil, fmt.Errorf("applying user events: %w", err)
+		}
+		out := make([]applied, len(results))
+		for i, r := range results {
+			out[i] = applied{r.EventID, r.Applied}
+		}
+		return out, nil
+	})
+}
 
-	// A svix-id may come twice in one batch (a Svix retry outside the stream's duplicate window):
-	// the first copy stands for both. The events go in svix-id order, the order every worker
-	// writes the ledger in.
+// applied is a fold statement's verdict on one event it folded: applied when the event won its
+// object's fold and the row was written, else stale.
+type applied struct {
+	eventID string
+	applied bool
+}
+
+// foldStatement is what every kind's fold shares: evs go to the statement (add, then run) once per
+// svix-id, in svix-id order, and each gets its outcome. A svix-id may come twice in one batch (a
+// Svix retry outside the stream's duplicate window): the first copy stands for both. The events
+// go in svix-id order, the order every worker writes the ledger in. An event run does not return
+// was already in the ledger: a duplicate.
+func foldStatement(evs []*delivery, add func(*delivery), run func() ([]applied, error)) ([]outcome, error) {
+	outcomes := make([]outcome, len(evs))
 	first := make(map[string]int, len(evs))
 	order := make([]int, 0, len(evs))
 	for i, e := range evs {
@@ -88,22 +111,21 @@ func foldUsers(ctx context.Context, q *dbsqlc.Queries, evs []*delivery, reapply 
 		order = append(order, i)
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(evs[a].EventID, evs[b].EventID) })
-	rows := userRows{Reapply: reapply}
 	for _, i := range order {
-		rows.add(evs[i])
-		outcomes[i] = outcomeDuplicate // unless ApplyEvents returns it
+		add(evs[i])
+		outcomes[i] = outcomeDuplicate // unless the statement returns it
 	}
-	results, err := q.ApplyEvents(ctx, dbsqlc.ApplyEventsParams(rows))
+	results, err := run()
 	if err != nil {
-		return nil, fmt.Errorf("applying events: %w", err)
+		return nil, err
 	}
 	for _, r := range results {
-		i, ok := first[r.EventID]
+		i, ok := first[r.eventID]
 		if !ok {
-			return nil, fmt.Errorf("applying events: unexpected svix-id %q in the result", r.EventID)
+			return nil, fmt.Errorf("applying events: unexpected svix-id %q in the result", r.eventID)
 		}
 		outcomes[i] = outcomeStale
-		if r.Applied {
+		if r.applied {
 			outcomes[i] = outcomeApplied
 		}
 	}

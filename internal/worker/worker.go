@@ -1,5 +1,6 @@
 // Package worker folds the Clerk event stream into Postgres: users, their subscriptions and usage
-// rows. It reads clerk.user.> with a durable pull consumer, applies each batch in one transaction
+// rows, organizations and their memberships. It reads clerk.user.>, clerk.organization.> and
+// clerk.organizationMembership.> with a durable pull consumer, applies each batch in one transaction
 // (recording every svix-id in processed_events in the same transaction), and acknowledges only
 // after the commit, so every event takes effect exactly once and the final rows depend only on the
 // set of events. It also replays the stream (worker replay) and retries dead letters.
@@ -311,12 +312,16 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 		return nil, fmt.Errorf("opening stream %s: %w", event.Stream, err)
 	}
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
-		Description:   "clerksync worker: clerk.user.> into Postgres",
-		FilterSubject: event.UserSubjects,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
+		Durable:     cfg.Consumer,
+		Description: "clerksync worker: clerk.user.>, clerk.organization.> and clerk.organizationMembership.> into Postgres",
+		// A consumer from an older release filters clerk.user.> alone (FilterSubject): it is
+		// updated in place and keeps its position, so organization events the stream took before
+		// the upgrade are behind it; `worker replay --from-seq 1` folds them (the ledger skips
+		// what is applied already).
+		FilterSubjects: event.WorkerSubjects(),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
 		// The worker gives up by itself after MaxAttempts deliveries; JetStream's limit is only a
 		// backstop for messages that never reach a verdict (a worker killed on them every time).
 		// Reaching it raises the advisory that watchMaxDeliveries turns into a dead letter.
