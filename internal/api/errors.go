@@ -52,6 +52,20 @@ var (
 		status: http.StatusNotFound, code: "user_deleted",
 		message: "this Clerk user has been deleted",
 	}
+	// errOrganizationNotFound answers alike for an unknown organization, a deleted one and one the
+	// caller is not a live member of: existence is not disclosed.
+	errOrganizationNotFound = &apiError{
+		status: http.StatusNotFound, code: "organization_not_found",
+		message: "no such organization, or you are not a member of it",
+	}
+	errInvalidLimit = &apiError{
+		status: http.StatusBadRequest, code: "invalid_limit",
+		message: "limit must be an integer from 1 to 500",
+	}
+	errInvalidCursor = &apiError{
+		status: http.StatusBadRequest, code: "invalid_cursor",
+		message: "cursor must be a next_cursor this api returned",
+	}
 	errDatabaseUnavailable = &apiError{
 		status: http.StatusServiceUnavailable, code: "database_unavailable",
 		message: "the database is unavailable; retry shortly",

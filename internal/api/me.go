@@ -1,7 +1,9 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -28,6 +30,22 @@ type meResponse struct {
 	UpdatedAt    *time.Time           `json:"updated_at"`
 	Subscription subscriptionResponse `json:"subscription"`
 	Usage        usageResponse        `json:"usage"`
+	// Organizations are the caller's live memberships of live organizations, by slug as bytes.
+	Organizations []membershipResponse `json:"organizations"`
+	// ActiveOrganization is the token's active organization when the caller is a live member of
+	// it, else null.
+	ActiveOrganization *string `json:"active_organization"`
+}
+
+// membershipResponse is one of /auth/me's organizations. GetMe builds it as JSON, under these
+// names.
+type membershipResponse struct {
+	OrganizationID string  `json:"organization_id"`
+	ClerkOrgID     string  `json:"clerk_org_id"`
+	Slug           *string `json:"slug"`
+	Name           *string `json:"name"`
+	ImageURL       *string `json:"image_url"`
+	Role           *string `json:"role"`
 }
 
 type subscriptionResponse struct {
@@ -42,9 +60,11 @@ type usageResponse struct {
 	Campaigns   int32      `json:"campaigns"`
 }
 
-// me answers GET /auth/me: the caller's user, subscription and usage, in one query.
+// me answers GET /auth/me: the caller's user, subscription, usage and organizations, in one
+// query.
 func (s *server) me(c *echo.Context) error {
-	ctx, clerkID := c.Request().Context(), sessionClaims(c).UserID()
+	claims := sessionClaims(c)
+	ctx, clerkID := c.Request().Context(), claims.UserID()
 	row, err := s.queries.GetMe(ctx, clerkID)
 	if errors.Is(err, pgx.ErrNoRows) && s.jit != nil {
 		// Just-in-time sync (jit.go): have the worker fold the user now, or say why not.
@@ -64,12 +84,28 @@ func (s *server) me(c *echo.Context) error {
 	case row.DeletedAt.Valid:
 		return errUserDeleted
 	}
+	resp, err := newMeResponse(row, claims.ActiveOrganization())
+	if err != nil {
+		return errInternal.withCause(err)
+	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	service.WriteJSON(c.Response(), http.StatusOK, newMeResponse(row))
+	service.WriteJSON(c.Response(), http.StatusOK, resp)
 	return nil
 }
 
-func newMeResponse(row dbsqlc.GetMeRow) meResponse {
+// newMeResponse maps GetMe's row; active is the token's active organization ("" for none).
+func newMeResponse(row dbsqlc.GetMeRow, active string) (meResponse, error) {
+	orgs := []membershipResponse{}
+	if err := json.Unmarshal(row.Organizations, &orgs); err != nil {
+		return meResponse{}, fmt.Errorf("decoding the organizations of %s: %w", row.ClerkUserID, err)
+	}
+	var activeOrg *string
+	for _, o := range orgs {
+		if active != "" && o.ClerkOrgID == active {
+			activeOrg = &o.ClerkOrgID
+			break
+		}
+	}
 	return meResponse{
 		UserID:      row.UserID.String(),
 		ClerkUserID: row.ClerkUserID,
@@ -90,7 +126,9 @@ func newMeResponse(row dbsqlc.GetMeRow) meResponse {
 			APICalls:    row.ApiCalls,
 			Campaigns:   row.Campaigns,
 		},
-	}
+		Organizations:      orgs,
+		ActiveOrganization: activeOrg,
+	}, nil
 }
 
 func text(t pgtype.Text) *string {

@@ -53,3 +53,90 @@ func ApplyEvent(t testing.TB, ctx context.Context, q *dbsqlc.Queries, ev dbsqlc.
 		t.Fatalf("apitest: applying %s for %s: %v", ev.EventTypes[0], clerkID, err)
 	}
 }
+
+// Organization is the Clerk side of an organization the tests sync.
+type Organization struct {
+	ID       string
+	Name     *string
+	Slug     *string
+	ImageURL *string
+	// UpdatedAt is its version; CreatedAt is fixed.
+	UpdatedAt time.Time
+}
+
+// SyncOrganization writes org as the worker does on organization.created or .updated, with the
+// worker's statement (ApplyOrganizationEvents), svix-id eventID.
+func SyncOrganization(t testing.TB, ctx context.Context, q *dbsqlc.Queries, eventID string, org Organization) {
+	t.Helper()
+	created := time.Date(2024, 5, 28, 8, 0, 0, 0, time.UTC)
+	if _, err := q.ApplyOrganizationEvents(ctx, dbsqlc.ApplyOrganizationEventsParams{
+		EventIds:        []string{eventID},
+		EventTypes:      []string{"organization.updated"},
+		StreamSeqs:      []int64{1},
+		OrganizationIds: []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+org.ID))},
+		ClerkOrgIds:     []string{org.ID},
+		Names:           []*string{org.Name},
+		Slugs:           []*string{org.Slug},
+		ImageUrls:       []*string{org.ImageURL},
+		ClerkData:       [][]byte{fmt.Appendf(nil, `{"object":"organization","id":%q}`, org.ID)},
+		ClerkCreatedAts: []pgtype.Timestamptz{{Time: created, Valid: true}},
+		ClerkUpdatedAts: []pgtype.Timestamptz{{Time: org.UpdatedAt, Valid: true}},
+		DeletedAts:      []pgtype.Timestamptz{{}},
+	}); err != nil {
+		t.Fatalf("apitest: syncing organization %s: %v", org.ID, err)
+	}
+}
+
+// DeleteOrganization writes the tombstone of the organization clerkOrgID as the worker does on
+// organization.deleted.
+func DeleteOrganization(t testing.TB, ctx context.Context, q *dbsqlc.Queries, clerkOrgID string, at time.Time) {
+	t.Helper()
+	if _, err := q.ApplyOrganizationEvents(ctx, dbsqlc.ApplyOrganizationEventsParams{
+		EventIds:        []string{"msg_deleted_" + clerkOrgID},
+		EventTypes:      []string{"organization.deleted"},
+		StreamSeqs:      []int64{1},
+		OrganizationIds: []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkOrgID))},
+		ClerkOrgIds:     []string{clerkOrgID},
+		Names:           []*string{nil},
+		Slugs:           []*string{nil},
+		ImageUrls:       []*string{nil},
+		ClerkData:       [][]byte{nil},
+		ClerkCreatedAts: []pgtype.Timestamptz{{}},
+		ClerkUpdatedAts: []pgtype.Timestamptz{{}},
+		DeletedAts:      []pgtype.Timestamptz{{Time: at, Valid: true}},
+	}); err != nil {
+		t.Fatalf("apitest: deleting organization %s: %v", clerkOrgID, err)
+	}
+}
+
+// SyncMembership writes the membership clerkID of user userID in organization orgID with role
+// as the worker does on organizationMembership.created (ApplyMembershipEvents); deletedAt, when
+// set, makes it a tombstone instead, as organizationMembership.deleted does.
+func SyncMembership(t testing.TB, ctx context.Context, q *dbsqlc.Queries, clerkID, orgID, userID, role string, deletedAt *time.Time) {
+	t.Helper()
+	created := time.Date(2024, 5, 28, 8, 0, 0, 0, time.UTC)
+	p := dbsqlc.ApplyMembershipEventsParams{
+		EventIds:           []string{"msg_" + clerkID},
+		EventTypes:         []string{"organizationMembership.created"},
+		StreamSeqs:         []int64{1},
+		MembershipIds:      []uuid.UUID{uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+clerkID))},
+		ClerkMembershipIds: []string{clerkID},
+		ClerkOrgIds:        []string{orgID},
+		ClerkUserIds:       []string{userID},
+		Roles:              []*string{&role},
+		ClerkData: [][]byte{fmt.Appendf(nil, `{"object":"organization_membership","id":%q,"role":%q,"organization":{"id":%q},"public_user_data":{"user_id":%q}}`,
+			clerkID, role, orgID, userID)},
+		ClerkCreatedAts: []pgtype.Timestamptz{{Time: created, Valid: true}},
+		ClerkUpdatedAts: []pgtype.Timestamptz{{Time: created, Valid: true}},
+		DeletedAts:      []pgtype.Timestamptz{{}},
+	}
+	if deletedAt != nil {
+		p.EventIds, p.EventTypes = []string{"msg_deleted_" + clerkID}, []string{"organizationMembership.deleted"}
+		p.Roles, p.ClerkData = []*string{nil}, [][]byte{nil}
+		p.ClerkCreatedAts, p.ClerkUpdatedAts = []pgtype.Timestamptz{{}}, []pgtype.Timestamptz{{}}
+		p.DeletedAts = []pgtype.Timestamptz{{Time: *deletedAt, Valid: true}}
+	}
+	if _, err := q.ApplyMembershipEvents(ctx, p); err != nil {
+		t.Fatalf("apitest: syncing membership %s: %v", clerkID, err)
+	}
+}
