@@ -94,8 +94,8 @@ WHERE @reapply::boolean OR e.event_id IN (SELECT f.event_id FROM fresh f);
 -- name: ApplyMembershipEvents :many
 -- Applies a batch of organization membership events in one statement, by the rules of
 -- ApplyOrganizationEvents, per clerk_membership_id. A delete carries the whole membership: it has
--- deleted_at set (the envelope timestamp) and its Clerk ids, every Clerk-derived column (role
--- included) NULL. A version written while the membership's user or organization is a tombstone
+-- deleted_at set (the envelope timestamp) and its Clerk ids ('' for those a synthetic delete does
+-- not name), every Clerk-derived column (role included) NULL. A version written while the membership's user or organization is a tombstone
 -- leaves out the user's personal data (public_user_data); LockFoldKeys, taken first, makes sure
 -- such a tombstone committed by another batch is seen here, or that its ScrubMemberships sees
 -- this row.
@@ -133,7 +133,10 @@ WITH e AS (
     INSERT INTO organization_memberships AS m (
         membership_id, clerk_membership_id, clerk_org_id, clerk_user_id, role,
         clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
-    SELECT r.membership_id, r.clerk_membership_id, r.clerk_org_id, r.clerk_user_id, r.role,
+    SELECT r.membership_id, r.clerk_membership_id,
+           coalesce((SELECT max(x.clerk_org_id) FROM e x WHERE x.clerk_membership_id = r.clerk_membership_id), ''),
+           coalesce((SELECT max(x.clerk_user_id) FROM e x WHERE x.clerk_membership_id = r.clerk_membership_id), ''),
+           r.role,
            CASE WHEN EXISTS (SELECT 1 FROM users u
                              WHERE u.clerk_user_id = r.clerk_user_id AND u.deleted_at IS NOT NULL)
                   OR EXISTS (SELECT 1 FROM organizations o
@@ -143,17 +146,22 @@ WITH e AS (
            r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
     FROM r
     ORDER BY r.clerk_membership_id COLLATE "C"
+    -- A membership's organization and user never change: any event that names them ('' in a
+    -- synthetic delete, which does not) fills them in, also on a tombstone, which otherwise
+    -- nothing replaces (a live event meeting a tombstone then writes nothing else).
     ON CONFLICT (clerk_membership_id) DO UPDATE SET
-        clerk_org_id     = excluded.clerk_org_id,
-        clerk_user_id    = excluded.clerk_user_id,
-        role             = excluded.role,
-        clerk_data       = excluded.clerk_data,
-        clerk_created_at = excluded.clerk_created_at,
-        clerk_updated_at = excluded.clerk_updated_at,
-        version_event_id = excluded.version_event_id,
+        clerk_org_id     = CASE WHEN excluded.clerk_org_id = '' THEN m.clerk_org_id ELSE excluded.clerk_org_id END,
+        clerk_user_id    = CASE WHEN excluded.clerk_user_id = '' THEN m.clerk_user_id ELSE excluded.clerk_user_id END,
+        role             = CASE WHEN m.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL THEN excluded.role END,
+        clerk_data       = CASE WHEN m.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL THEN excluded.clerk_data END,
+        clerk_created_at = CASE WHEN m.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL THEN excluded.clerk_created_at END,
+        clerk_updated_at = CASE WHEN m.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL THEN excluded.clerk_updated_at END,
+        version_event_id = CASE WHEN m.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL THEN excluded.version_event_id END,
         deleted_at       = LEAST(m.deleted_at, excluded.deleted_at),
         updated_at       = now()
-    WHERE CASE
+    WHERE (m.clerk_org_id = '' AND excluded.clerk_org_id <> '')
+       OR (m.clerk_user_id = '' AND excluded.clerk_user_id <> '')
+       OR CASE
         WHEN excluded.deleted_at IS NOT NULL THEN
             m.deleted_at IS NULL
             OR excluded.deleted_at < m.deleted_at

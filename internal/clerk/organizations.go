@@ -60,7 +60,8 @@ type MembershipEvent struct {
 // Membership is the part of Clerk's organization membership object that clerksync projects.
 type Membership struct {
 	ID string
-	// OrgID is organization.id, UserID public_user_data.user_id.
+	// OrgID is organization.id, UserID public_user_data.user_id; both "" in a synthetic delete
+	// (reconcile --prune), which carries only the membership's id.
 	OrgID  string
 	UserID string
 	// Role is role as Clerk sends it (org:admin, org:member, or the older admin, basic_member).
@@ -180,16 +181,13 @@ func ParseMembershipEvent(body []byte) (MembershipEvent, error) {
 	if m.ID, err = objectID(id, "data.id"); err != nil {
 		return MembershipEvent{}, err
 	}
-	if !org.IsObject() {
-		return MembershipEvent{}, fmt.Errorf("%w: data.organization must be an object", ErrMalformed)
-	}
-	if m.OrgID, err = objectID(member(org, "id"), "data.organization.id"); err != nil {
+	// A delete names the organization and the user when Clerk sends it (it carries the whole
+	// membership); clerksync's synthetic delete (reconcile --prune) carries only the id.
+	deleted := ev.Type == MembershipDeleted
+	if m.OrgID, err = nestedID(org, "organization", "id", deleted); err != nil {
 		return MembershipEvent{}, err
 	}
-	if !user.IsObject() {
-		return MembershipEvent{}, fmt.Errorf("%w: data.public_user_data must be an object", ErrMalformed)
-	}
-	if m.UserID, err = objectID(member(user, "user_id"), "data.public_user_data.user_id"); err != nil {
+	if m.UserID, err = nestedID(user, "public_user_data", "user_id", deleted); err != nil {
 		return MembershipEvent{}, err
 	}
 	if m.CreatedAt, m.UpdatedAt, err = versionTimes(createdAt, updatedAt, ev.Type != MembershipDeleted); err != nil {
@@ -198,6 +196,18 @@ func ParseMembershipEvent(body []byte) (MembershipEvent, error) {
 	m.Data = StorableJSON([]byte(raw.data.Raw))
 	ev.Membership = m
 	return ev, nil
+}
+
+// nestedID reads the id member name of the object data.<object>: "" when the object is absent
+// and optional.
+func nestedID(obj gjson.Result, object, name string, optional bool) (string, error) {
+	if optional && (!obj.Exists() || obj.Type == gjson.Null) {
+		return "", nil
+	}
+	if !obj.IsObject() {
+		return "", fmt.Errorf("%w: data.%s must be an object", ErrMalformed, object)
+	}
+	return objectID(member(obj, name), "data."+object+"."+name)
 }
 
 // textFields reads optional text members, keeping the first error.

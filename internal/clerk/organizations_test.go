@@ -156,6 +156,8 @@ func TestParseOrganizationEventRules(t *testing.T) {
 		{"not an org event", `{"type":"organizationInvitation.created","timestamp":1,"data":{"id":"orginv_1"}}`, time.Time{}, clerk.ErrMalformed},
 		{"membership seconds", `{"type":"organizationMembership.created","timestamp":1716883200,"data":{` + mem + `}}`, time.Unix(1716883200, 0).UTC(), nil},
 		{"membership delete needs no updated_at", `{"type":"organizationMembership.deleted","timestamp":1700000000000,"data":{"id":"orgmem_1","organization":{"id":"org_1"},"public_user_data":{"user_id":"user_1"}}}`, time.UnixMilli(1700000000000).UTC(), nil},
+		{"synthetic membership delete (only the id)", `{"type":"organizationMembership.deleted","timestamp":1700000000000,"data":{"object":"organization_membership","id":"orgmem_1","deleted":true}}`, time.UnixMilli(1700000000000).UTC(), nil},
+		{"membership delete with a broken organization", `{"type":"organizationMembership.deleted","timestamp":1700000000000,"data":{"id":"orgmem_1","organization":"org_1"}}`, time.Time{}, clerk.ErrMalformed},
 		{"membership delete without timestamp", `{"type":"organizationMembership.deleted","data":{` + mem + `}}`, time.Time{}, clerk.ErrMalformed},
 		{"membership without updated_at", `{"type":"organizationMembership.updated","timestamp":1,"data":{"id":"orgmem_1","organization":{"id":"org_1"},"public_user_data":{"user_id":"user_1"}}}`, time.Time{}, clerk.ErrMalformed},
 		{"membership without organization", `{"type":"organizationMembership.updated","timestamp":1,"data":{"id":"orgmem_1","public_user_data":{"user_id":"user_1"},"updated_at":2}}`, time.Time{}, clerk.ErrMalformed},
@@ -206,7 +208,7 @@ func FuzzParseOrganizationEvents(f *testing.F) {
 		}
 		if ev, err := clerk.ParseMembershipEvent(body); err == nil {
 			m := ev.Membership
-			if m == nil || m.ID == "" || m.OrgID == "" || m.UserID == "" {
+			if m == nil || m.ID == "" || (ev.Type != clerk.MembershipDeleted && (m.OrgID == "" || m.UserID == "")) {
 				t.Fatalf("parsed %+v", ev)
 			}
 		} else if !errors.Is(err, clerk.ErrMalformed) {

@@ -118,7 +118,10 @@ func (d *delivery) key() string {
 	case d.org != nil:
 		return d.org.ClerkOrgID
 	case d.membership != nil:
-		return d.membership.Membership.OrgID
+		if m := d.membership.Membership; m.OrgID != "" {
+			return m.OrgID
+		}
+		return d.membership.Membership.ID // a synthetic delete names no organization
 	}
 	return d.EventID
 }
@@ -310,7 +313,7 @@ var errRollback = errors.New("dry run: rolled back")
 // of an ignored type) are ignored. More than one statement must run in one transaction
 // (needsTx), in this order, the lock order every worker shares:
 //
-//  1. LockFoldKeys, when the batch has membership events (a shared lock on each user and
+//  1. LockFoldKeys, when the batch has membership versions (a shared lock on each user and
 //     organization they name) or user or organization deletes (an exclusive lock on each), every
 //     lock in one statement in key order;
 //  2. the users (ApplyEvents), then the organizations, then the memberships, each statement
@@ -344,9 +347,12 @@ func (a *applier) fold(ctx context.Context, q *dbsqlc.Queries, ds []*delivery) (
 			}
 		case d.membership != nil:
 			memberships, membershipsAt = append(memberships, d), append(membershipsAt, i)
-			m := d.membership.Membership
-			locks.Names = append(locks.Names, "user:"+m.UserID, "org:"+m.OrgID)
-			locks.Exclusive = append(locks.Exclusive, false, false)
+			// A delete writes no copy of the user: it needs no lock (and a synthetic one names
+			// neither the user nor the organization).
+			if m := d.membership.Membership; d.Type != clerk.MembershipDeleted {
+				locks.Names = append(locks.Names, "user:"+m.UserID, "org:"+m.OrgID)
+				locks.Exclusive = append(locks.Exclusive, false, false)
+			}
 		default:
 			outcomes[i] = outcomeIgnored
 		}

@@ -55,6 +55,12 @@ func (e histEvent) organizationBody(tb testing.TB) []byte {
 
 func (e histEvent) membershipBody(tb testing.TB) []byte {
 	tb.Helper()
+	if e.Type == "organizationMembership.deleted" && e.OrgID == "" {
+		// clerksync's synthetic delete (reconcile --prune): the id alone.
+		env, _ := e.envelope(tb, "organizationMembership.created")
+		env["data"] = map[string]any{"object": "organization_membership", "id": e.ClerkID, "deleted": true}
+		return mustMarshal(tb, env)
+	}
 	env, data := e.envelope(tb, "organizationMembership.created")
 	data["id"] = e.ClerkID
 	data["role"] = ptrValue(e.Role)
@@ -173,9 +179,14 @@ func foldOrgs(t *testing.T, events []histEvent, users map[string]userState) (map
 	memberships := map[string]membershipState{}
 	for id, evs := range group("organizationMembership.") {
 		e, dead := winner(evs, func(e histEvent) bool { return e.Type == "organizationMembership.deleted" })
-		s := membershipState{
-			MembershipID: uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+id)),
-			ClerkOrgID:   e.OrgID, ClerkUserID: e.UserID,
+		s := membershipState{MembershipID: uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+id))}
+		// A membership's organization and user are those any of its events names (a synthetic
+		// delete names none).
+		for _, x := range evs {
+			if x.OrgID != "" {
+				s.ClerkOrgID, s.ClerkUserID = x.OrgID, x.UserID
+				e.OrgID, e.UserID = x.OrgID, x.UserID
+			}
 		}
 		org, orgSeen := orgs[e.OrgID]
 		user, userSeen := users[e.UserID]
@@ -380,6 +391,9 @@ func genOrgHistory(r *rand.Rand, prefix string) []histEvent {
 					}
 					if r.IntN(2) == 0 {
 						e.At, e.Seconds = e.At.Truncate(time.Second), true
+					}
+					if r.IntN(4) == 0 { // a synthetic delete: the id alone
+						e.OrgID, e.UserID = "", ""
 					}
 					events = append(events, e)
 				}

@@ -43,6 +43,11 @@ func memLive(t *testing.T, e histEvent, live, scrubbed bool) membershipState {
 	}
 }
 
+func withIDs(s membershipState, orgID, userID string) membershipState {
+	s.ClerkOrgID, s.ClerkUserID = orgID, userID
+	return s
+}
+
 func memTombstone(e histEvent) membershipState {
 	return membershipState{
 		MembershipID: uuid.NewSHA1(uuid.NameSpaceURL, []byte("clerk:"+e.ClerkID)),
@@ -80,6 +85,7 @@ func TestApplyOrganizationRules(t *testing.T) {
 	oldRole := membership("msg_mem_old_role", m, o, u, "basic_member", 1716883200000)
 	md := membershipDeleted("msg_mem_delete", m, o, u, 1716890000000)
 	memAfterDel := membership("msg_mem_after_delete", m, o, u, "org:admin", 1716900000000)
+	gone := membershipDeleted("gone_"+m, m, "", "", 1716895000000) // reconcile --prune's: the id alone
 
 	// A type under clerk.organization.> the worker does not fold (organizationInvitation.* is
 	// outside the consumer's filter altogether: see TestConsumerFilterUpdatedInPlace).
@@ -121,6 +127,10 @@ func TestApplyOrganizationRules(t *testing.T) {
 			batches{{user, oc, mc}, {md}}, orgs{o: orgLive(t, oc)}, mems{m: memTombstone(md)}},
 		{"nothing resurrects a deleted membership",
 			batches{{md}, {user, oc, mc}, {memAfterDel}}, orgs{o: orgLive(t, oc)}, mems{m: memTombstone(md)}},
+		{"a synthetic delete (the id alone) leaves a tombstone that keeps the membership's ids",
+			batches{{user, oc, mc}, {gone}}, orgs{o: orgLive(t, oc)}, mems{m: withIDs(memTombstone(gone), o, u)}},
+		{"a synthetic delete first: a later version fills in the ids, nothing else",
+			batches{{gone}, {mc}, {promoted}}, orgs{}, mems{m: withIDs(memTombstone(gone), o, u)}},
 		{"an organization's delete scrubs its memberships' copy of the user",
 			batches{{user, oc, promoted}, {od}}, orgs{o: orgTombstone(o, od.At)}, mems{m: memLive(t, promoted, false, true)}},
 		{"a user's delete scrubs its memberships' copy of the user",
