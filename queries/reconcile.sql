@@ -17,3 +17,23 @@ SELECT pg_try_advisory_lock(@key::bigint);
 
 -- name: AdvisoryUnlock :one
 SELECT pg_advisory_unlock(@key::bigint);
+
+-- name: OrganizationVersions :many
+-- What worker reconcile compares a page of the Backend API's organizations against, like
+-- UserVersions.
+SELECT clerk_org_id, clerk_updated_at, deleted_at
+FROM organizations
+WHERE clerk_org_id = ANY(@clerk_org_ids::text[]);
+
+-- name: LiveOrganizationIDs :many
+SELECT clerk_org_id FROM organizations WHERE deleted_at IS NULL ORDER BY clerk_org_id COLLATE "C";
+
+-- name: MembershipVersions :many
+-- What worker reconcile compares a page of the Backend API's memberships against, like
+-- UserVersions.
+SELECT clerk_membership_id, clerk_updated_at, deleted_at
+FROM organization_memberships
+WHERE clerk_membership_id = ANY(@clerk_membership_ids::text[]);
+
+-- name: LiveMembershipIDs :many
+SELECT clerk_membership_id FROM organization_memberships WHERE deleted_at IS NULL ORDER BY clerk_membership_id COLLATE "C";

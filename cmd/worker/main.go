@@ -6,7 +6,7 @@
 //	worker replay --since RFC3339 | --from-seq N [--to-seq N] [--dry-run] [--reapply]
 //	worker dead-letters list [--all] [--json]
 //	worker dead-letters retry [ID]
-//	worker reconcile [--dry-run] [--prune] [--kinds users]
+//	worker reconcile [--dry-run] [--prune] [--kinds users,organizations,memberships]
 package main
 
 import (
@@ -51,8 +51,8 @@ const usage = `usage:
   worker replay --since RFC3339 | --from-seq N [--to-seq N] [--dry-run] [--reapply]
   worker dead-letters list [--all] [--json]
   worker dead-letters retry [ID]   re-apply one dead letter, or every pending one
-  worker reconcile [--dry-run] [--prune] [--kinds users]
-                                   snapshot every new or changed Clerk user into the stream
+  worker reconcile [--dry-run] [--prune] [--kinds users,organizations,memberships]
+                                   snapshot every new or changed Clerk object into the stream
   worker --version                 the build: module version and VCS revision`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -140,7 +140,7 @@ func reconcile(ctx context.Context, cfg worker.Config, args []string, logger *sl
 	fs := newFlagSet("reconcile")
 	dryRun := fs.Bool("dry-run", false, "read and compare, publish nothing")
 	prune := fs.Bool("prune", false, "after a complete sweep, publish a delete for each live row Clerk no longer has (refused when that is more than half of them)")
-	kinds := fs.String("kinds", worker.KindUsers, "comma-separated kinds to sweep: users")
+	kinds := fs.String("kinds", strings.Join(worker.AllKinds, ","), "comma-separated kinds to sweep: users, organizations, memberships")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}

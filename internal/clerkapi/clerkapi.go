@@ -146,13 +146,16 @@ func (c *Client) Stats() Stats {
 	return Stats{Requests: c.requests.Load(), Retries: c.retries.Load()}
 }
 
-// User is one user as the Backend API served it.
-type User struct {
+// Object is one object (a user, an organization, a membership) as the Backend API served it.
+type Object struct {
 	ID        string
 	UpdatedAt int64 // data.updated_at, milliseconds since the epoch
-	// Raw is the user object exactly as it was in the response, never re-encoded.
+	// Raw is the object exactly as it was in the response, never re-encoded.
 	Raw json.RawMessage
 }
+
+// User is one user as the Backend API served it.
+type User = Object
 
 // userHead is what clerksync needs to read of a user to compare it; the rest stays raw.
 type userHead struct {
@@ -160,13 +163,13 @@ type userHead struct {
 	UpdatedAt *int64 `json:"updated_at"`
 }
 
-func parseUser(raw json.RawMessage) (User, error) {
+func parseObject(raw json.RawMessage) (Object, error) {
 	var h userHead
 	if err := json.Unmarshal(raw, &h); err != nil {
-		return User{}, fmt.Errorf("a user that is not a JSON object: %w", err)
+		return User{}, fmt.Errorf("an object that is not a JSON object: %w", err)
 	}
 	if h.ID == "" || h.UpdatedAt == nil {
-		return User{}, errors.New("a user without id or updated_at")
+		return User{}, errors.New("an object without id or updated_at")
 	}
 	return User{ID: h.ID, UpdatedAt: *h.UpdatedAt, Raw: raw}, nil
 }
@@ -230,11 +233,72 @@ func (c *Client) usersPage(ctx context.Context, after string) ([]User, error) {
 	}
 	page := make([]User, len(raws))
 	for i, raw := range raws {
-		if page[i], err = parseUser(raw); err != nil {
+		if page[i], err = parseObject(raw); err != nil {
 			return nil, fmt.Errorf("listing users after %q: %w", after, err)
 		}
 	}
 	return page, nil
+}
+
+// ListOrganizations calls fn with each page of organizations (GET /v1/organizations, oldest
+// first, PageSize a page by limit and offset), in order; the first error (fn's or the API's) ends
+// it. complete reports whether total_count stayed the same on every page and equals what was
+// listed: offset paging skips an object when one before it disappears mid-sweep, so only such a
+// listing may be taken as everything the instance has.
+func (c *Client) ListOrganizations(ctx context.Context, fn func(page []Object) error) (complete bool, err error) {
+	return c.listOffset(ctx, "/v1/organizations", "organizations", fn)
+}
+
+// ListMemberships calls fn with each page of the memberships of the organization orgID (GET
+// /v1/organizations/{id}/memberships), like ListOrganizations. An organization deleted since it
+// was listed is ErrNotFound.
+func (c *Client) ListMemberships(ctx context.Context, orgID string, fn func(page []Object) error) (complete bool, err error) {
+	if orgID == "" {
+		return false, errors.New("listing memberships: empty organization id")
+	}
+	return c.listOffset(ctx, "/v1/organizations/"+url.PathEscape(orgID)+"/memberships", "memberships of "+orgID, fn)
+}
+
+// offsetPage is the body of an offset-paged listing.
+type offsetPage struct {
+	Data       []json.RawMessage `json:"data"`
+	TotalCount *int64            `json:"total_count"`
+}
+
+func (c *Client) listOffset(ctx context.Context, path, what string, fn func(page []Object) error) (bool, error) {
+	var listed int64
+	total := int64(-1)
+	stable := true
+	for offset := 0; ; offset += PageSize {
+		q := url.Values{"limit": {strconv.Itoa(PageSize)}, "offset": {strconv.Itoa(offset)}, "order_by": {"+created_at"}}
+		body, err := c.get(ctx, path, q)
+		if err != nil {
+			return false, fmt.Errorf("listing %s at offset %d: %w", what, offset, err)
+		}
+		var p offsetPage
+		if err := json.Unmarshal(body, &p); err != nil || p.TotalCount == nil {
+			return false, fmt.Errorf("listing %s at offset %d: the response is not {\"data\":[…],\"total_count\":N}", what, offset)
+		}
+		if total >= 0 && *p.TotalCount != total {
+			stable = false
+		}
+		total = *p.TotalCount
+		page := make([]Object, len(p.Data))
+		for i, raw := range p.Data {
+			if page[i], err = parseObject(raw); err != nil {
+				return false, fmt.Errorf("listing %s at offset %d: %w", what, offset, err)
+			}
+		}
+		listed += int64(len(page))
+		if len(page) > 0 {
+			if err := fn(page); err != nil {
+				return false, err
+			}
+		}
+		if len(page) < PageSize || int64(offset+len(page)) >= total {
+			return stable && listed == total, nil
+		}
+	}
 }
 
 // GetUser reads one user: GET /v1/users/{id}. A 404 is ErrNotFound.
@@ -246,7 +310,7 @@ func (c *Client) GetUser(ctx context.Context, id string) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("getting user %s: %w", id, err)
 	}
-	u, err := parseUser(bytes.TrimSpace(body))
+	u, err := parseObject(bytes.TrimSpace(body))
 	if err != nil {
 		return User{}, fmt.Errorf("getting user %s: %w", id, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,8 +31,13 @@ import (
 
 // Kinds reconcile sweeps, as --kinds names them.
 const (
-	KindUsers = "users"
+	KindUsers         = "users"
+	KindOrganizations = "organizations"
+	KindMemberships   = "memberships"
 )
+
+// AllKinds is what a sweep reconciles by default, in this order.
+var AllKinds = []string{KindUsers, KindOrganizations, KindMemberships}
 
 // reconcileLockKey is the Postgres advisory lock one sweep holds across every worker: a
 // constant of our own (goose's migration lock uses another).
@@ -43,6 +49,9 @@ var (
 	ErrReconcileRunning = errors.New("another reconcile sweep is running (it holds the Postgres advisory lock): nothing done; run it again once that one ends")
 	// ErrPruneRefused: --prune published no delete (exit 2).
 	ErrPruneRefused = errors.New("prune refused: no delete published")
+	// errListingChanged: an offset-paged listing changed while it was read, so an object may have
+	// been skipped: the sweep is incomplete.
+	errListingChanged = errors.New("the Backend API's listing changed while it was read (total_count moved): an object may have been skipped; run the sweep again")
 )
 
 // ReconcileOptions say what a sweep does.
@@ -51,7 +60,7 @@ type ReconcileOptions struct {
 	DryRun bool
 	// Prune publishes a synthetic delete for each live row the complete sweep did not see.
 	Prune bool
-	// Kinds to sweep (default: users).
+	// Kinds to sweep (default: AllKinds).
 	Kinds []string
 	// Progress receives a line every ProgressEvery (default 2s) and the summary; nil: none.
 	Progress      io.Writer
@@ -63,18 +72,16 @@ func ParseKinds(s string) ([]string, error) {
 	var kinds []string
 	for k := range strings.SplitSeq(s, ",") {
 		switch k = strings.TrimSpace(k); k {
-		case KindUsers:
+		case KindUsers, KindOrganizations, KindMemberships:
 			if !slices.Contains(kinds, k) {
 				kinds = append(kinds, k)
 			}
-		case "organizations", "memberships":
-			return nil, fmt.Errorf("--kinds %s: not swept yet (this release reconciles users only)", k)
 		default:
-			return nil, fmt.Errorf("--kinds %q: unknown kind (want users)", k)
+			return nil, fmt.Errorf("--kinds %q: unknown kind (want users, organizations, memberships)", k)
 		}
 	}
 	if len(kinds) == 0 {
-		return nil, errors.New("--kinds: want at least one kind (users)")
+		return nil, errors.New("--kinds: want at least one kind (users, organizations, memberships)")
 	}
 	return kinds, nil
 }
@@ -124,7 +131,7 @@ func Reconcile(ctx context.Context, cfg Config, opts ReconcileOptions, logger *s
 		return nil, err
 	}
 	if len(opts.Kinds) == 0 {
-		opts.Kinds = []string{KindUsers}
+		opts.Kinds = AllKinds
 	}
 	api, err := newAPIClient(cfg, nil)
 	if err != nil {
@@ -209,14 +216,11 @@ func (s *sweeper) sweep(ctx context.Context, opts ReconcileOptions) ([]Reconcile
 
 	var sums []ReconcileSummary
 	for _, kind := range opts.Kinds {
-		var sum ReconcileSummary
-		var err error
-		switch kind {
-		case KindUsers:
-			sum, err = s.users(ctx, opts)
-		default:
-			err = fmt.Errorf("reconcile: unknown kind %q", kind)
+		k, err := s.kind(kind)
+		if err != nil {
+			return sums, err
 		}
+		sum, err := s.sweepKind(ctx, opts, k)
 		sums = append(sums, sum)
 		if err != nil {
 			return sums, err
@@ -225,12 +229,103 @@ func (s *sweeper) sweep(ctx context.Context, opts ReconcileOptions) ([]Reconcile
 	return sums, nil
 }
 
-// users sweeps the Backend API's users: a snapshot for each one new or newer than its row, then,
-// with Prune, a synthetic delete for each live row not seen.
-func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum ReconcileSummary, err error) {
+// objectVersion is what a sweep compares an object the Backend API listed against: its row's
+// clerk_updated_at (NULL for a tombstone) and whether it is a tombstone.
+type objectVersion struct {
+	updatedAt pgtype.Timestamptz
+	deleted   bool
+}
+
+// kindSweep is what differs between the kinds a sweep reconciles; the rules are sweepKind's.
+type kindSweep struct {
+	name      string // KindUsers, …
+	eventKind string // event.KindUser, …: the snapshots' and synthetic deletes' type
+	// list calls fn with every page of the kind's objects; complete is false when the listing
+	// may have skipped one.
+	list     func(ctx context.Context, fn func([]clerkapi.Object) error) (complete bool, err error)
+	liveIDs  func(ctx context.Context, q *dbsqlc.Queries) ([]string, error)
+	versions func(ctx context.Context, q *dbsqlc.Queries, ids []string) (map[string]objectVersion, error)
+}
+
+func (s *sweeper) kind(name string) (kindSweep, error) {
+	switch name {
+	case KindUsers:
+		return kindSweep{
+			name: KindUsers, eventKind: event.KindUser,
+			list: func(ctx context.Context, fn func([]clerkapi.Object) error) (bool, error) {
+				return true, s.api.ListUsers(ctx, fn)
+			},
+			liveIDs: func(ctx context.Context, q *dbsqlc.Queries) ([]string, error) { return q.LiveUserIDs(ctx) },
+			versions: func(ctx context.Context, q *dbsqlc.Queries, ids []string) (map[string]objectVersion, error) {
+				rows, err := q.UserVersions(ctx, ids)
+				out := make(map[string]objectVersion, len(rows))
+				for _, r := range rows {
+					out[r.ClerkUserID] = objectVersion{r.ClerkUpdatedAt, r.DeletedAt.Valid}
+				}
+				return out, err
+			},
+		}, nil
+	case KindOrganizations:
+		return kindSweep{
+			name: KindOrganizations, eventKind: event.KindOrganization,
+			list:    s.api.ListOrganizations,
+			liveIDs: func(ctx context.Context, q *dbsqlc.Queries) ([]string, error) { return q.LiveOrganizationIDs(ctx) },
+			versions: func(ctx context.Context, q *dbsqlc.Queries, ids []string) (map[string]objectVersion, error) {
+				rows, err := q.OrganizationVersions(ctx, ids)
+				out := make(map[string]objectVersion, len(rows))
+				for _, r := range rows {
+					out[r.ClerkOrgID] = objectVersion{r.ClerkUpdatedAt, r.DeletedAt.Valid}
+				}
+				return out, err
+			},
+		}, nil
+	case KindMemberships:
+		return kindSweep{
+			name: KindMemberships, eventKind: event.KindOrganizationMembership,
+			list:    s.listMemberships,
+			liveIDs: func(ctx context.Context, q *dbsqlc.Queries) ([]string, error) { return q.LiveMembershipIDs(ctx) },
+			versions: func(ctx context.Context, q *dbsqlc.Queries, ids []string) (map[string]objectVersion, error) {
+				rows, err := q.MembershipVersions(ctx, ids)
+				out := make(map[string]objectVersion, len(rows))
+				for _, r := range rows {
+					out[r.ClerkMembershipID] = objectVersion{r.ClerkUpdatedAt, r.DeletedAt.Valid}
+				}
+				return out, err
+			},
+		}, nil
+	}
+	return kindSweep{}, fmt.Errorf("reconcile: unknown kind %q", name)
+}
+
+// listMemberships lists the memberships of every organization the Backend API lists, one
+// organization at a time. An organization deleted since it was listed leaves the listing
+// incomplete: its memberships might otherwise be taken for missing while Clerk is still deleting
+// them.
+func (s *sweeper) listMemberships(ctx context.Context, fn func([]clerkapi.Object) error) (bool, error) {
+	complete := true
+	orgsComplete, err := s.api.ListOrganizations(ctx, func(orgs []clerkapi.Object) error {
+		for _, o := range orgs {
+			ok, err := s.api.ListMemberships(ctx, o.ID, fn)
+			switch {
+			case errors.Is(err, clerkapi.ErrNotFound):
+				complete = false
+			case err != nil:
+				return err
+			case !ok:
+				complete = false
+			}
+		}
+		return nil
+	})
+	return complete && orgsComplete, err
+}
+
+// sweepKind sweeps the Backend API's objects of one kind: a snapshot for each one new or newer
+// than its row, then, with Prune, a synthetic delete for each live row not seen.
+func (s *sweeper) sweepKind(ctx context.Context, opts ReconcileOptions, k kindSweep) (sum ReconcileSummary, err error) {
 	start := time.Now()
 	before := s.api.Stats()
-	sum.Kind = KindUsers
+	sum.Kind = k.name
 	q := dbsqlc.New(s.pool)
 	progress := newProgress(opts, &sum, s.api, before, start)
 	defer func() {
@@ -246,40 +341,36 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 		s.metrics.observe(sum, err)
 	}()
 
-	// The live rows before the first page: a user created later cannot be taken for missing.
-	liveAtStart, err := q.LiveUserIDs(ctx)
+	// The live rows before the first page: an object created later cannot be taken for missing.
+	liveAtStart, err := k.liveIDs(ctx, q)
 	if err != nil {
-		return sum, fmt.Errorf("reconcile users: reading the live users: %w", err)
+		return sum, fmt.Errorf("reconcile %s: reading the live rows: %w", k.name, err)
 	}
 	seen := make(map[string]struct{}, len(liveAtStart))
 	pub := event.NewPublisher(s.js, cmpOr(s.publishWindow, 256), 30*time.Second)
 
-	listErr := s.api.ListUsers(ctx, func(page []clerkapi.User) error {
+	complete, listErr := k.list(ctx, func(page []clerkapi.Object) error {
 		readAt := time.Now()
 		sum.Pages++
 		sum.Seen += len(page)
 		ids := make([]string, len(page))
-		for i, u := range page {
-			ids[i] = u.ID
+		for i, o := range page {
+			ids[i] = o.ID
 		}
-		rows, err := q.UserVersions(ctx, ids)
+		versions, err := k.versions(ctx, q, ids)
 		if err != nil {
-			return fmt.Errorf("reconcile users: reading their rows: %w", err)
-		}
-		versions := make(map[string]dbsqlc.UserVersionsRow, len(rows))
-		for _, r := range rows {
-			versions[r.ClerkUserID] = r
+			return fmt.Errorf("reconcile %s: reading their rows: %w", k.name, err)
 		}
 		var batch []*nats.Msg
-		for _, u := range page {
-			seen[u.ID] = struct{}{}
-			row, known := versions[u.ID]
+		for _, o := range page {
+			seen[o.ID] = struct{}{}
+			row, known := versions[o.ID]
 			switch {
-			case known && row.DeletedAt.Valid:
-				// Nothing resurrects a tombstone: a listing that still has the user is stale.
+			case known && row.deleted:
+				// Nothing resurrects a tombstone: a listing that still has the object is stale.
 				sum.Tombstoned++
 				continue
-			case known && row.ClerkUpdatedAt.Valid && u.UpdatedAt <= row.ClerkUpdatedAt.Time.UnixMilli():
+			case known && row.updatedAt.Valid && o.UpdatedAt <= row.updatedAt.Time.UnixMilli():
 				// Equal: that version is applied. Older: a webhook newer than the listing won.
 				sum.Unchanged++
 				continue
@@ -288,9 +379,9 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 			if opts.DryRun {
 				continue
 			}
-			msg, err := event.Snapshot(event.KindUser, u.ID, u.UpdatedAt, u.Raw, readAt)
+			msg, err := event.Snapshot(k.eventKind, o.ID, o.UpdatedAt, o.Raw, readAt)
 			if err != nil {
-				return fmt.Errorf("reconcile users: %w", err)
+				return fmt.Errorf("reconcile %s: %w", k.name, err)
 			}
 			batch = append(batch, msg)
 		}
@@ -300,6 +391,9 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 		progress.tick()
 		return nil
 	})
+	if listErr == nil && !complete {
+		listErr = errListingChanged
+	}
 	waitErr := pub.Wait(ctx)
 	sum.Duplicates = pub.Duplicates
 	if err := errors.Join(listErr, waitErr); err != nil {
@@ -321,8 +415,8 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 		return sum, nil
 	}
 	if 2*len(missing) > len(liveAtStart) {
-		return sum, fmt.Errorf("%w: %d of the %d live users are missing from the Backend API: more than half, which looks like the wrong instance or key rather than deleted users",
-			ErrPruneRefused, len(missing), len(liveAtStart))
+		return sum, fmt.Errorf("%w: %d of the %d live %s are missing from the Backend API: more than half, which looks like the wrong instance or key rather than deleted %s",
+			ErrPruneRefused, len(missing), len(liveAtStart), k.name, k.name)
 	}
 	if opts.DryRun {
 		sum.Pruned = len(missing)
@@ -331,8 +425,8 @@ func (s *sweeper) users(ctx context.Context, opts ReconcileOptions) (sum Reconci
 	now := time.Now()
 	deletes := make([]*nats.Msg, len(missing))
 	for i, id := range missing {
-		if deletes[i], err = event.SyntheticDelete(event.KindUser, id, now); err != nil {
-			return sum, fmt.Errorf("reconcile users: %w", err)
+		if deletes[i], err = event.SyntheticDelete(k.eventKind, id, now); err != nil {
+			return sum, fmt.Errorf("reconcile %s: %w", k.name, err)
 		}
 	}
 	if err := pub.PublishBatch(ctx, deletes); err != nil {
@@ -445,7 +539,7 @@ func (m *reconcileMetrics) apiError(status string) {
 }
 
 // reconcileEvery is the long-running worker's periodic sweep (RECONCILE_INTERVAL): every
-// interval, one sweep of users under the same advisory lock, never pruning (pruning deletes,
+// interval, one sweep of every kind under the same advisory lock, never pruning (pruning deletes,
 // which an operator decides on). A failed sweep is logged and tried again at the next tick.
 func reconcileEvery(ctx context.Context, cfg Config, js jetstream.JetStream, reg prometheus.Registerer, logger *slog.Logger) error {
 	m := newReconcileMetrics(reg)
@@ -479,7 +573,7 @@ func reconcileEvery(ctx context.Context, cfg Config, js jetstream.JetStream, reg
 			}
 			s.pool = pool
 		}
-		_, err := s.sweep(ctx, ReconcileOptions{Kinds: []string{KindUsers}})
+		_, err := s.sweep(ctx, ReconcileOptions{Kinds: AllKinds})
 		switch {
 		case errors.Is(err, ErrReconcileRunning):
 			m.sweeps.WithLabelValues("locked").Inc()

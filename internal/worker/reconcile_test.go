@@ -64,19 +64,29 @@ func rsetup(t *testing.T) *rbundle {
 	return r
 }
 
-// sweep runs one reconcile, its logs (every level) and progress into r.logs.
+// sweep runs one reconcile (of users unless opts says otherwise), its logs (every level) and
+// progress into r.logs, and returns the first kind's summary.
 func (r *rbundle) sweep(t *testing.T, opts ReconcileOptions) (ReconcileSummary, error) {
 	t.Helper()
+	sums, err := r.sweepAll(t, opts)
+	if len(sums) == 0 {
+		return ReconcileSummary{}, err
+	}
+	return sums[0], err
+}
+
+func (r *rbundle) sweepAll(t *testing.T, opts ReconcileOptions) ([]ReconcileSummary, error) {
+	t.Helper()
+	if opts.Kinds == nil {
+		opts.Kinds = []string{KindUsers}
+	}
 	opts.Progress = r.logs
 	logger := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	sums, err := Reconcile(context.Background(), r.cfg, opts, logger)
 	if err != nil {
 		_, _ = fmt.Fprintln(r.logs, "error:", err)
 	}
-	if len(sums) == 0 {
-		return ReconcileSummary{}, err
-	}
-	return sums[0], err
+	return sums, err
 }
 
 // put adds users to the fake API: user_<prefix>_<i>, created in order.
@@ -541,7 +551,7 @@ func TestParseKinds(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"users": "", "users,users": "", " users ": "",
-		"organizations": "not swept yet", "users,memberships": "not swept yet",
+		"organizations": "", "users,memberships": "", "users,organizations,memberships": "",
 		"groups": `unknown kind`, "": "unknown kind",
 	} {
 		_, err := ParseKinds(in)

@@ -1,5 +1,8 @@
 // Package clerkapitest plays Clerk's Backend API: users held in memory, GET /v1/users paged by
 // starting_after in created_at order (a bare JSON array, as Clerk serves it), GET /v1/users/{id},
+// organizations and their memberships, GET /v1/organizations and GET
+// /v1/organizations/{id}/memberships paged by limit and offset in created_at order
+// ({"data":[…],"total_count":N}),
 // the Authorization header checked against one secret key, and faults scripted by request
 // number (429 with Retry-After, 5xx, 401, a hang). It counts requests, per second of its clock
 // too, so a test can check a client's rate.
@@ -41,6 +44,8 @@ type Fake struct {
 	mu        sync.Mutex
 	users     map[string]stored
 	order     []string // ids by (created_at, id)
+	orgs      *objects
+	members   map[string]*objects // by organization id
 	faults    map[int64]Fault
 	requests  int64
 	perSecond map[int64]int
@@ -58,7 +63,7 @@ type stored struct {
 
 // NewFake returns a fake that accepts "Authorization: Bearer <key>".
 func NewFake(key string) *Fake {
-	return &Fake{key: key, users: map[string]stored{}, faults: map[int64]Fault{},
+	return &Fake{key: key, users: map[string]stored{}, orgs: newObjects(), members: map[string]*objects{}, faults: map[int64]Fault{},
 		perSecond: map[int64]int{}, closing: make(chan struct{})}
 }
 
@@ -264,6 +269,24 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case r.URL.Path == "/v1/organizations":
+		f.mu.Lock()
+		f.orgs.serve(w, r)
+		f.mu.Unlock()
+	case strings.HasPrefix(r.URL.Path, "/v1/organizations/") && strings.HasSuffix(r.URL.Path, "/memberships"):
+		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/organizations/"), "/memberships")
+		f.mu.Lock()
+		if _, ok := f.orgs.byID[id]; !ok {
+			f.mu.Unlock()
+			clerkError(w, http.StatusNotFound, "resource_not_found", "no such organization")
+			return
+		}
+		ms := f.members[id]
+		if ms == nil {
+			ms = newObjects()
+		}
+		ms.serve(w, r)
+		f.mu.Unlock()
 	case r.URL.Path == "/v1/users":
 		f.list(w, r)
 	case strings.HasPrefix(r.URL.Path, "/v1/users/") && !strings.Contains(r.URL.Path[len("/v1/users/"):], "/"):
@@ -357,6 +380,162 @@ func NewUser(id string, createdAt, updatedAt int64, firstName string) json.RawMe
 		"password_enabled": true, "two_factor_enabled": false, "totp_enabled": false, "backup_code_enabled": false,
 		"banned": false, "locked": false, "lockout_expires_in_seconds": nil, "verification_attempts_remaining": 100,
 		"delete_self_enabled": true, "create_organization_enabled": true, "last_sign_in_at": nil,
+	})
+	return b
+}
+
+// objects are organizations, or one organization's memberships, by (created_at, id).
+type objects struct {
+	byID  map[string]stored
+	order []string
+}
+
+func newObjects() *objects { return &objects{byID: map[string]stored{}} }
+
+func (o *objects) put(id string, raw json.RawMessage, createdAt int64) {
+	o.remove(id)
+	o.byID[id] = stored{raw: slices.Clone(raw), createdAt: createdAt}
+	i, _ := slices.BinarySearchFunc(o.order, id, func(a, b string) int {
+		ua, ub := o.byID[a], o.byID[b]
+		if ua.createdAt != ub.createdAt {
+			if ua.createdAt < ub.createdAt {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	o.order = slices.Insert(o.order, i, id)
+}
+
+func (o *objects) remove(id string) {
+	if i := slices.Index(o.order, id); i >= 0 {
+		o.order = slices.Delete(o.order, i, i+1)
+	}
+	delete(o.byID, id)
+}
+
+// serve answers ?limit=&offset=&order_by=+created_at with {"data":[…],"total_count":N}. The
+// caller holds the fake's mu.
+func (o *objects) serve(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, offset := 10, 0 // Clerk's defaults
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxLimit {
+			clerkError(w, http.StatusUnprocessableEntity, "form_param_value_invalid", "limit must be 1 to 500")
+			return
+		}
+		limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			clerkError(w, http.StatusUnprocessableEntity, "form_param_value_invalid", "offset must be 0 or more")
+			return
+		}
+		offset = n
+	}
+	if ob := q.Get("order_by"); ob != "+created_at" && ob != "created_at" {
+		clerkError(w, http.StatusUnprocessableEntity, "form_param_value_invalid", "this fake serves order_by=+created_at only")
+		return
+	}
+	start, end := min(offset, len(o.order)), min(offset+limit, len(o.order))
+	var body bytes.Buffer
+	body.WriteString(`{"data":[`)
+	for i, id := range o.order[start:end] {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.Write(o.byID[id].raw)
+	}
+	fmt.Fprintf(&body, `],"total_count":%d}`, len(o.order))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body.Bytes())
+}
+
+// PutOrganization adds or replaces an organization: raw is served exactly as given. It must be a
+// JSON object with a string id and an integer created_at.
+func (f *Fake) PutOrganization(raw json.RawMessage) error {
+	var head struct {
+		ID        string `json:"id"`
+		CreatedAt int64  `json:"created_at"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.ID == "" {
+		return fmt.Errorf("clerkapitest: an organization needs a string id and an integer created_at: %s", raw)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.orgs.put(head.ID, raw, head.CreatedAt)
+	return nil
+}
+
+// DeleteOrganization removes an organization and its memberships, as deleting it in Clerk does.
+func (f *Fake) DeleteOrganization(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.orgs.remove(id)
+	delete(f.members, id)
+}
+
+// PutMembership adds or replaces a membership of the organization its organization.id names: raw
+// is served exactly as given (a JSON object with a string id, an integer created_at and an
+// organization object with a string id).
+func (f *Fake) PutMembership(raw json.RawMessage) error {
+	var head struct {
+		ID           string `json:"id"`
+		CreatedAt    int64  `json:"created_at"`
+		Organization struct {
+			ID string `json:"id"`
+		} `json:"organization"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.ID == "" || head.Organization.ID == "" {
+		return fmt.Errorf("clerkapitest: a membership needs a string id, an integer created_at and organization.id: %s", raw)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ms := f.members[head.Organization.ID]
+	if ms == nil {
+		ms = newObjects()
+		f.members[head.Organization.ID] = ms
+	}
+	ms.put(head.ID, raw, head.CreatedAt)
+	return nil
+}
+
+// DeleteMembership removes a membership of the organization orgID.
+func (f *Fake) DeleteMembership(orgID, id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ms := f.members[orgID]; ms != nil {
+		ms.remove(id)
+	}
+}
+
+// NewOrganization returns an organization object shaped like the Backend API's (the same object
+// as a webhook's data), with the given id, slug and times (ms).
+func NewOrganization(id, slug string, createdAt, updatedAt int64) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{
+		"object": "organization", "id": id, "name": "Org " + slug, "slug": slug,
+		"image_url": "https://img.clerk.com/EXAMPLE", "has_image": false, "members_count": 1,
+		"pending_invitations_count": 0, "max_allowed_memberships": 5, "admin_delete_enabled": true,
+		"public_metadata": map[string]any{}, "private_metadata": map[string]any{}, "created_by": "",
+		"created_at": createdAt, "updated_at": updatedAt,
+	})
+	return b
+}
+
+// NewMembership returns a membership object shaped like the Backend API's, of user userID in the
+// organization orgID with role, and the given times (ms).
+func NewMembership(id, orgID, userID, role string, createdAt, updatedAt int64) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{
+		"object": "organization_membership", "id": id, "role": role, "permissions": []string{},
+		"public_metadata": map[string]any{}, "private_metadata": map[string]any{},
+		"organization": map[string]any{"object": "organization", "id": orgID, "name": "Org", "slug": orgID,
+			"created_at": createdAt, "updated_at": createdAt},
+		"public_user_data": map[string]any{"user_id": userID, "first_name": "Example", "last_name": "Example",
+			"image_url": "https://img.clerk.com/EXAMPLE", "has_image": false, "identifier": strings.ToLower(userID) + "@example.org"},
+		"created_at": createdAt, "updated_at": updatedAt,
 	})
 	return b
 }

@@ -22,6 +22,54 @@ func (q *Queries) AdvisoryUnlock(ctx context.Context, key int64) (bool, error) {
 	return pg_advisory_unlock, err
 }
 
+const liveMembershipIDs = `-- name: LiveMembershipIDs :many
+SELECT clerk_membership_id FROM organization_memberships WHERE deleted_at IS NULL ORDER BY clerk_membership_id COLLATE "C"
+`
+
+func (q *Queries) LiveMembershipIDs(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, liveMembershipIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var clerk_membership_id string
+		if err := rows.Scan(&clerk_membership_id); err != nil {
+			return nil, err
+		}
+		items = append(items, clerk_membership_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const liveOrganizationIDs = `-- name: LiveOrganizationIDs :many
+SELECT clerk_org_id FROM organizations WHERE deleted_at IS NULL ORDER BY clerk_org_id COLLATE "C"
+`
+
+func (q *Queries) LiveOrganizationIDs(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, liveOrganizationIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var clerk_org_id string
+		if err := rows.Scan(&clerk_org_id); err != nil {
+			return nil, err
+		}
+		items = append(items, clerk_org_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const liveUserIDs = `-- name: LiveUserIDs :many
 SELECT clerk_user_id FROM users WHERE deleted_at IS NULL ORDER BY clerk_user_id COLLATE "C"
 `
@@ -41,6 +89,74 @@ func (q *Queries) LiveUserIDs(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 		items = append(items, clerk_user_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const membershipVersions = `-- name: MembershipVersions :many
+SELECT clerk_membership_id, clerk_updated_at, deleted_at
+FROM organization_memberships
+WHERE clerk_membership_id = ANY($1::text[])
+`
+
+type MembershipVersionsRow struct {
+	ClerkMembershipID string
+	ClerkUpdatedAt    pgtype.Timestamptz
+	DeletedAt         pgtype.Timestamptz
+}
+
+// What worker reconcile compares a page of the Backend API's memberships against, like
+// UserVersions.
+func (q *Queries) MembershipVersions(ctx context.Context, clerkMembershipIds []string) ([]MembershipVersionsRow, error) {
+	rows, err := q.db.Query(ctx, membershipVersions, clerkMembershipIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []MembershipVersionsRow{}
+	for rows.Next() {
+		var i MembershipVersionsRow
+		if err := rows.Scan(&i.ClerkMembershipID, &i.ClerkUpdatedAt, &i.DeletedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const organizationVersions = `-- name: OrganizationVersions :many
+SELECT clerk_org_id, clerk_updated_at, deleted_at
+FROM organizations
+WHERE clerk_org_id = ANY($1::text[])
+`
+
+type OrganizationVersionsRow struct {
+	ClerkOrgID     string
+	ClerkUpdatedAt pgtype.Timestamptz
+	DeletedAt      pgtype.Timestamptz
+}
+
+// What worker reconcile compares a page of the Backend API's organizations against, like
+// UserVersions.
+func (q *Queries) OrganizationVersions(ctx context.Context, clerkOrgIds []string) ([]OrganizationVersionsRow, error) {
+	rows, err := q.db.Query(ctx, organizationVersions, clerkOrgIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []OrganizationVersionsRow{}
+	for rows.Next() {
+		var i OrganizationVersionsRow
+		if err := rows.Scan(&i.ClerkOrgID, &i.ClerkUpdatedAt, &i.DeletedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
