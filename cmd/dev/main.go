@@ -24,10 +24,12 @@ import (
 const usage = `usage:
   go run ./cmd/dev [--data DIR] [--nats-port N] [--postgres-port N]
       run NATS, Postgres, ingest, worker and api until Ctrl-C
-  go run ./cmd/dev send <event type> [--user ID] [--file payload.json] [--data DIR]
-      sign a sample Clerk event (or the file) with the dev secret and post it to ingest
-  go run ./cmd/dev token [--user ID] [--data DIR]
-      print a session token for the user that the dev api accepts
+  go run ./cmd/dev send <event type> [--user ID] [--org ID] [--role R] [--file payload.json] [--data DIR]
+      sign a sample Clerk event (or the file) with the dev secret and post it to ingest:
+      user.created|updated|deleted, organization.created|updated|deleted,
+      organizationMembership.created|updated|deleted (of --user in --org)
+  go run ./cmd/dev token [--user ID] [--org ID] [--data DIR]
+      print a session token for the user that the dev api accepts (--org: its active organization)
 `
 
 func main() {
@@ -94,6 +96,8 @@ func send(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.DataDir, "data", ".data", "the dev stack's data directory")
 	fs.StringVar(&o.UserID, "user", "", "the Clerk user id (default: new for user.created, else the last one sent)")
 	fs.StringVar(&o.File, "file", "", "send this payload as it is")
+	fs.StringVar(&o.OrgID, "org", "", "the Clerk organization id (default: new for organization.created, else the last one sent)")
+	fs.StringVar(&o.Role, "role", "", "a membership's role (default org:admin on create, org:member on update)")
 	rest, err := parse(fs, args, stdout)
 	if err != nil || rest == nil {
 		return err
@@ -108,8 +112,20 @@ func send(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintf(stdout, "svix-id   %s\ntype      %s\nuser      %s\nresponse  %d %s\n%s\n",
-		sent.MessageID, sent.Type, sent.UserID, sent.Response.StatusCode,
+	if _, err := fmt.Fprintf(stdout, "svix-id   %s\ntype      %s\n", sent.MessageID, sent.Type); err != nil {
+		return err
+	}
+	if sent.UserID != "" {
+		if _, err := fmt.Fprintf(stdout, "user      %s\n", sent.UserID); err != nil {
+			return err
+		}
+	}
+	if sent.OrgID != "" {
+		if _, err := fmt.Fprintf(stdout, "org       %s\n", sent.OrgID); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(stdout, "response  %d %s\n%s\n", sent.Response.StatusCode,
 		http.StatusText(sent.Response.StatusCode), strings.TrimSpace(string(sent.Response.Body))); err != nil {
 		return err
 	}
@@ -123,12 +139,13 @@ func token(args []string, stdout io.Writer) error {
 	fs := flagSet("token")
 	dir := fs.String("data", ".data", "the dev stack's data directory")
 	user := fs.String("user", "", "the Clerk user id (default: the last one sent)")
+	org := fs.String("org", "", "make this organization the session's active one (a v2 token's o claim)")
 	if rest, err := parse(fs, args, stdout); err != nil || rest == nil {
 		return err
 	} else if len(rest) > 0 {
 		return fmt.Errorf("unexpected arguments %q (go run ./cmd/dev help)", rest)
 	}
-	tok, _, err := devstack.Token(*dir, *user, time.Now())
+	tok, _, err := devstack.Token(*dir, *user, *org, time.Now())
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,34 @@ func TestDevStack(t *testing.T) {
 	// An update to the same user, named explicitly, lands too.
 	runCmd(t, getenv, "send", "--user", user, "user.updated", "--data", dir)
 
+	// The organization tour: an organization, the user's membership, a token with it active.
+	out = runCmd(t, getenv, "send", "organization.created", "--data", dir)
+	org := field(t, out, "org")
+	out = runCmd(t, getenv, "send", "organizationMembership.created", "--user", user, "--org", org, "--data", dir)
+	if field(t, out, "org") != org || field(t, out, "user") != user {
+		t.Fatalf("send membership printed:\n%s", out)
+	}
+	orgToken := strings.TrimSpace(runCmd(t, getenv, "token", "--org", org, "--data", dir))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		me = readMe(t, first.APIURL, orgToken)
+		if orgs, _ := me["organizations"].([]any); len(orgs) == 1 {
+			if o := orgs[0].(map[string]any); o["clerk_org_id"] != org || o["role"] != "org:admin" || me["active_organization"] != org {
+				t.Fatalf("/auth/me organizations %v, active %v; want %s as admin, active", orgs, me["active_organization"], org)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/auth/me = %v, want the organization %s within 30s", me, org)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	status, body := get(t, first.APIURL+"/organizations/"+org, orgToken)
+	if status != http.StatusOK || !strings.Contains(body, `"clerk_user_id":"`+user+`"`) {
+		t.Fatalf("GET /organizations/%s = %d %s", org, status, body)
+	}
+
+
 	if len(first.BackendOnly) < 2 || first.DatabaseURL == "" || first.ClerkKey == "" {
 		t.Fatalf("the state has no dev Backend API: %+v", first)
 	}
@@ -257,6 +285,23 @@ func field(t *testing.T, out, name string) string {
 	}
 	t.Fatalf("no %s in:\n%s", name, out)
 	return ""
+}
+
+// get answers a GET with a bearer token: status and body.
+func get(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // readMe polls /auth/me until the worker has applied the user (404 user_not_synced until then).

@@ -368,7 +368,7 @@ func (c *command) api(ctx context.Context, args []string, baseline bool) error {
 		}
 	case *dev != "":
 		for _, id := range ids {
-			t, _, err := devstack.Token(*dev, id, time.Now())
+			t, _, err := devstack.Token(*dev, id, "", time.Now())
 			if err != nil {
 				return err
 			}

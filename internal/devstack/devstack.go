@@ -527,6 +527,9 @@ clerksync dev stack is up (data in %s; Ctrl-C stops it)
   send a signed sample event:  %s
   mint a session token:        %s
   read the user back:          curl -H "Authorization: Bearer $(%s)" %s/auth/me
+  an organization:             %s
+                               %s
+                               %s --org <org id>
 
   a user only the Backend API has, synced just in time (200 on the first request):
     %s
@@ -535,8 +538,9 @@ clerksync dev stack is up (data in %s; Ctrl-C stops it)
     %s
 
 `, dir, st.IngestURL, st.APIURL, st.WorkerURL, st.NATSURL, pg, st.JWKSURL, st.Issuer, len(st.BackendOnly),
-		st.WebhookSecret, send, token, token, st.APIURL, jitCommand(st, token),
-		token, first(st.BackendOnly), reconcileCommand(st, st.ClerkSecretKey))
+		st.WebhookSecret, send, token, token, st.APIURL,
+		"go run ./cmd/dev send organization.created"+dataFlag, "go run ./cmd/dev send organizationMembership.created"+dataFlag, token,
+		jitCommand(st, token), token, first(st.BackendOnly), reconcileCommand(st, st.ClerkSecretKey))
 }
 
 // jitCommand is how to see just-in-time sync: /auth/me for the last user only the Backend API

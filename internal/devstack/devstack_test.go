@@ -83,7 +83,7 @@ func TestTokenPassesTheAPIsVerifier(t *testing.T) {
 	t.Cleanup(v.Close)
 
 	now := time.Now()
-	token, err := st.mint("user_42", now)
+	token, err := st.mint("user_42", "", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestTokenPassesTheAPIsVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Issuer, other.KeyID = st.Issuer, st.KeyID
-	forged, err := other.mint("user_42", now)
+	forged, err := other.mint("user_42", "", now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,11 @@ type State struct {
 	Created map[string]int64 `json:"created,omitempty"`
 	// Deleted are the users send deleted: the dev Backend API no longer has them.
 	Deleted []string `json:"deleted,omitempty"`
+	// LastOrg is the organization the last organization or membership send was about: their
+	// default.
+	LastOrg string `json:"last_org,omitempty"`
+	// OrgCreated maps the organizations and memberships send made to their creation time (ms).
+	OrgCreated map[string]int64 `json:"org_created,omitempty"`
 
 	// ClerkSecretKey is the dev Backend API's key (CLERK_SECRET_KEY for worker reconcile).
 	ClerkSecretKey string `json:"clerk_secret_key,omitempty"`
@@ -173,7 +178,7 @@ const TokenTTL = time.Hour
 
 // mint signs a session token for userID as the dev Clerk instance would: RS256 with the dev
 // key's kid, and the claims the dev api checks.
-func (s State) mint(userID string, now time.Time) (string, error) {
+func (s State) mint(userID, orgID string, now time.Time) (string, error) {
 	key, err := s.privateKey()
 	if err != nil {
 		return "", err
@@ -192,6 +197,11 @@ func (s State) mint(userID string, now time.Time) (string, error) {
 	}
 	if s.AuthorizedParty != "" {
 		claims["azp"] = s.AuthorizedParty
+	}
+	if orgID != "" {
+		// Clerk's v2 session token names the active organization in o (its id and the
+		// member's role; the api reads only the id).
+		claims["o"] = map[string]any{"id": orgID, "rol": "admin"}
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	tok.Header["kid"] = s.KeyID
