@@ -122,3 +122,39 @@ func BenchmarkJITSignUps(b *testing.B) {
 	b.ReportMetric(polls/elapsed.Seconds(), "polls/s")
 	b.ReportMetric(0, "ns/op") // the schedule, not the code, sets the time per sign-up
 }
+
+// BenchmarkAuthMeOrganizations is BenchmarkAuthMe for a caller with memberships (orgWorld: three
+// live, two not), its token naming an active organization: still the one query.
+func BenchmarkAuthMeOrganizations(b *testing.B) {
+	bb := setup(b)
+	orgWorldB(b, bb)
+	token := orgToken(bb, "user_2adaLovelace", "org_acme", "v2")
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodGet, "/auth/me", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		bb.handler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// BenchmarkOrganization is GET /organizations/{id} for a member of an organization of four
+// members (two live).
+func BenchmarkOrganization(b *testing.B) {
+	bb := setup(b)
+	orgWorldB(b, bb)
+	token := bb.issuer.Token("user_2bob")
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodGet, "/organizations/org_acme", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		bb.handler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}

@@ -17,7 +17,9 @@ import (
 // org_gone outlived the organization's delete, her membership of org_left was deleted, and
 // org_nameless has no slug or name. org_acme also has bob (member), carol (a deleted user), dave
 // (a deleted membership) and eve (a user not synced yet).
-func orgWorld(t *testing.T, b *bundle) {
+func orgWorld(t *testing.T, b *bundle) { t.Helper(); orgWorldB(t, b) }
+
+func orgWorldB(t testing.TB, b *bundle) {
 	t.Helper()
 	ctx := context.Background()
 	b.syncUser(t, ada())

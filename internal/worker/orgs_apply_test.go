@@ -214,3 +214,62 @@ func TestRunAndReplayAcrossKinds(t *testing.T) {
 	}
 	check("rebuilt by replay")
 }
+
+// BenchmarkApplyMixedBatch is BenchmarkApplyBatch's batch=256 with half of each batch membership
+// versions (of 10,000 memberships of 100 organizations, whose users exist): the batch then takes
+// the advisory locks and an explicit transaction, and runs two fold statements.
+func BenchmarkApplyMixedBatch(b *testing.B) {
+	pool := postgrestest.NewPool(b)
+	const users, orgs, size = 10000, 100, 256
+	ctx := context.Background()
+	next := 0
+	apply := func(events []histEvent) []outcome {
+		ds := make([]*delivery, len(events))
+		for k, e := range events {
+			if ds[k] = newDelivery(uint64(next*size+k+1), "clerk."+e.Type, e.ID, e.body(b)); ds[k].poison != nil {
+				b.Fatal(ds[k].poison)
+			}
+		}
+		outcomes, err := applyOnce(ctx, pool, ds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return outcomes
+	}
+	batch := func() []histEvent {
+		events := make([]histEvent, size)
+		for k := range events {
+			next++
+			u := fmt.Sprintf("user_bench_%05d", next%users)
+			at := 1700000000000 + int64(next)
+			if k%2 == 0 {
+				events[k] = updated(fmt.Sprintf("msg_%09d", next), u, at)
+			} else {
+				events[k] = membership(fmt.Sprintf("msg_%09d", next), fmt.Sprintf("orgmem_bench_%05d", next%users),
+					fmt.Sprintf("org_bench_%03d", next%orgs), u, "org:member", at)
+			}
+		}
+		return events
+	}
+	setup := make([]histEvent, 0, orgs)
+	for o := range orgs {
+		setup = append(setup, org(fmt.Sprintf("msg_org_%03d", o), fmt.Sprintf("org_bench_%03d", o), 1700000000000))
+	}
+	apply(setup)
+	for range 2 * users / size { // users and memberships exist: the steady state
+		apply(batch())
+	}
+	var applied int
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		events := batch()
+		b.StartTimer()
+		for _, o := range apply(events) {
+			if o == outcomeApplied {
+				applied++
+			}
+		}
+	}
+	b.ReportMetric(float64(applied)/b.Elapsed().Seconds(), "events/s")
+}
