@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -39,6 +40,7 @@ type stack struct {
 	secret            string
 	issuer            *sessiontest.Issuer
 	queries           *dbsqlc.Queries
+	pool              *pgxpool.Pool
 }
 
 // start runs ingest, worker and api against a fresh database and an embedded NATS server;
@@ -54,7 +56,7 @@ func start(t *testing.T, configure ...func(natsURL string, c *api.Config)) stack
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s.queries = dbsqlc.New(pool)
+	s.queries, s.pool = dbsqlc.New(pool), pool
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -254,5 +256,38 @@ func TestWebhookToAuthMe(t *testing.T) {
 	}
 	if r := s.me(t, clerkUserID); r.status != http.StatusNotFound || errorCode(t, r.body) != "user_deleted" {
 		t.Errorf("after a late create: %d %s, want 404 user_deleted", r.status, r.body)
+	}
+}
+
+// TestWebhookToOrganizations: Clerk's published organization and membership webhooks, signed and
+// posted to ingest in the worst order (the membership before its user and its organization), end
+// in /auth/me's organizations; the organization's delete takes it away and scrubs the copy of
+// the user from the membership.
+func TestWebhookToOrganizations(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	const orgID = "org_29w9IfBrPmcpi0IeBVaKtA7R94W"
+	s.send(t, "msg_e2e_membership", "organizationMembership.created.json")
+	s.send(t, "msg_e2e_user", "user.created.json")
+	// Until the organization arrives the membership is not live.
+	r := s.meUntil(t, clerkUserID, func(r response) bool { return r.status == http.StatusOK })
+	if !bytes.Contains(r.body, []byte(`"organizations":[]`)) {
+		t.Errorf("before the organization: %s, want no organizations", r.body)
+	}
+	s.send(t, "msg_e2e_org", "organization.created.json")
+	s.meUntil(t, clerkUserID, func(r response) bool {
+		return bytes.Contains(r.body, []byte(`"organizations":[{"organization_id":"`)) &&
+			bytes.Contains(r.body, []byte(`"clerk_org_id":"`+orgID+`","slug":"acme-inc","name":"Acme Inc"`)) &&
+			bytes.Contains(r.body, []byte(`"role":"admin"}]`))
+	})
+	s.send(t, "msg_e2e_org_deleted", "organization.deleted.json")
+	s.meUntil(t, clerkUserID, func(r response) bool { return bytes.Contains(r.body, []byte(`"organizations":[]`)) })
+	var copies int
+	if err := s.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM organization_memberships WHERE clerk_data ? 'public_user_data'`).Scan(&copies); err != nil {
+		t.Fatal(err)
+	}
+	if copies != 0 {
+		t.Errorf("%d memberships still hold a copy of the user after the organization's delete", copies)
 	}
 }
