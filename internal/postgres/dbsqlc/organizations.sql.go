@@ -34,10 +34,15 @@ WITH e AS (
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 ), r AS (
+    -- named_*: the organization and user any of the membership's events names ('' when none
+    -- does: a synthetic delete alone), whichever event wins.
     SELECT DISTINCT ON (e.clerk_membership_id COLLATE "C") e.event_id, e.event_type, e.stream_seq, e.membership_id, e.clerk_membership_id, e.clerk_org_id, e.clerk_user_id, e.role, e.clerk_data, e.clerk_created_at, e.clerk_updated_at, e.deleted_at,
-           CASE WHEN e.deleted_at IS NULL THEN e.event_id END AS version_event_id
+           CASE WHEN e.deleted_at IS NULL THEN e.event_id END AS version_event_id,
+           max(e.clerk_org_id) OVER w AS named_org_id,
+           max(e.clerk_user_id) OVER w AS named_user_id
     FROM e
     WHERE $1::boolean OR e.event_id IN (SELECT f.event_id FROM fresh f)
+    WINDOW w AS (PARTITION BY e.clerk_membership_id)
     ORDER BY e.clerk_membership_id COLLATE "C",
              e.deleted_at NULLS LAST,
              e.clerk_updated_at DESC,
@@ -47,14 +52,11 @@ WITH e AS (
     INSERT INTO organization_memberships AS m (
         membership_id, clerk_membership_id, clerk_org_id, clerk_user_id, role,
         clerk_data, clerk_created_at, clerk_updated_at, version_event_id, deleted_at)
-    SELECT r.membership_id, r.clerk_membership_id,
-           coalesce((SELECT max(x.clerk_org_id) FROM e x WHERE x.clerk_membership_id = r.clerk_membership_id), ''),
-           coalesce((SELECT max(x.clerk_user_id) FROM e x WHERE x.clerk_membership_id = r.clerk_membership_id), ''),
-           r.role,
+    SELECT r.membership_id, r.clerk_membership_id, r.named_org_id, r.named_user_id, r.role,
            CASE WHEN EXISTS (SELECT 1 FROM users u
-                             WHERE u.clerk_user_id = r.clerk_user_id AND u.deleted_at IS NOT NULL)
+                             WHERE u.clerk_user_id = r.named_user_id AND u.deleted_at IS NOT NULL)
                   OR EXISTS (SELECT 1 FROM organizations o
-                             WHERE o.clerk_org_id = r.clerk_org_id AND o.deleted_at IS NOT NULL)
+                             WHERE o.clerk_org_id = r.named_org_id AND o.deleted_at IS NOT NULL)
                 THEN r.clerk_data - 'public_user_data'
                 ELSE r.clerk_data END,
            r.clerk_created_at, r.clerk_updated_at, r.version_event_id, r.deleted_at
