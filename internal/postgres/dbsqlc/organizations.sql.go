@@ -295,9 +295,9 @@ func (q *Queries) ApplyOrganizationEvents(ctx context.Context, arg ApplyOrganiza
 }
 
 const lockFoldKeys = `-- name: LockFoldKeys :exec
-SELECT CASE WHEN l.exclusive THEN pg_advisory_xact_lock(l.key)::text
-            ELSE pg_advisory_xact_lock_shared(l.key)::text END
-FROM (SELECT hashtextextended(k.name, 0) AS key, bool_or(k.exclusive) AS exclusive
+SELECT CASE WHEN l.exclusive THEN pg_advisory_xact_lock(1668049779, l.bucket)::text
+            ELSE pg_advisory_xact_lock_shared(1668049779, l.bucket)::text END
+FROM (SELECT ((hashtextextended(k.name, 0) % 128 + 128) % 128)::int AS bucket, bool_or(k.exclusive) AS exclusive
       FROM (SELECT unnest($1::text[]) AS name, unnest($2::boolean[]) AS exclusive) k
       GROUP BY 1
       ORDER BY 1
@@ -310,13 +310,17 @@ type LockFoldKeysParams struct {
 }
 
 // Serializes the writers that copy a user's personal data into memberships with the writers that
-// make that user (or organization) a tombstone, across workers: a batch with membership events
-// takes a shared transaction-level advisory lock on each user and organization they name, a
-// batch with user or organization deletes an exclusive one on each deleted object. It is the
-// transaction's first statement and takes every lock in one go, in key order (a key is the hash
-// of "user:<id>" or "org:<id>"; the strongest mode wins when one key is asked twice), so two
-// batches never wait for each other in a cycle. The statements after it take a fresh snapshot
-// (READ COMMITTED), so they see whatever a conflicting batch committed before the lock was granted.
+// make that user (or organization) a tombstone, across workers: a batch with membership versions
+// takes a shared transaction-level advisory lock for each user and organization they name, a
+// batch with user or organization deletes an exclusive one for each deleted object. A name
+// ("user:<id>", "org:<id>") maps to one of 128 buckets, the second key of the two-key form under
+// the first key 1668049779 ("clks"; the two-key form never meets the one-key locks of goose or
+// reconcile), so a transaction holds at most 128 of these locks however large its batch (the
+// shared lock table holds 64 per connection by default); two names in one bucket only wait for
+// each other. It is the transaction's first statement and takes every lock in one go, in bucket
+// order (the strongest mode when a bucket is asked twice), so two batches never wait for each
+// other in a cycle. The statements after it take a fresh snapshot (READ COMMITTED), so they see
+// whatever a conflicting batch committed before the lock was granted.
 func (q *Queries) LockFoldKeys(ctx context.Context, arg LockFoldKeysParams) error {
 	_, err := q.db.Exec(ctx, lockFoldKeys, arg.Names, arg.Exclusive)
 	return err
