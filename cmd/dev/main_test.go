@@ -82,7 +82,6 @@ func TestDevStack(t *testing.T) {
 		t.Fatalf("GET /organizations/%s = %d %s", org, status, body)
 	}
 
-
 	if len(first.BackendOnly) < 2 || first.DatabaseURL == "" || first.ClerkKey == "" {
 		t.Fatalf("the state has no dev Backend API: %+v", first)
 	}
