@@ -357,8 +357,15 @@ func (a *applier) fold(ctx context.Context, q *dbsqlc.Queries, ds []*delivery) (
 			outcomes[i] = outcomeIgnored
 		}
 	}
-	if len(locks.Names) > 0 {
-		if err := q.LockFoldKeys(ctx, locks); err != nil {
+	// Membership writers take their shared locks first, for the whole transaction; deleters take
+	// their exclusive ones only just before the scrub, so that deletes in lanes running at once do
+	// not wait for each other's whole transaction (they meet only in the short scrub), while a
+	// scrub still waits for, and then sees, every membership written meanwhile. Two batches that
+	// each hold a shared lock the other wants exclusively deadlock; Postgres breaks the cycle and
+	// the transaction runs again (a conflict).
+	shared, exclusive := splitLocks(locks)
+	if len(shared.Names) > 0 {
+		if err := q.LockFoldKeys(ctx, shared); err != nil {
 			return nil, fmt.Errorf("locking users and organizations: %w", err)
 		}
 	}
@@ -389,6 +396,9 @@ func (a *applier) fold(ctx context.Context, q *dbsqlc.Queries, ds []*delivery) (
 		if scrub.ClerkOrgIds == nil {
 			scrub.ClerkOrgIds = []string{}
 		}
+		if err := q.LockFoldKeys(ctx, exclusive); err != nil {
+			return nil, fmt.Errorf("locking deleted users and organizations: %w", err)
+		}
 		if _, err := q.ScrubMemberships(ctx, scrub); err != nil {
 			return nil, fmt.Errorf("scrubbing memberships: %w", err)
 		}
@@ -399,6 +409,19 @@ func (a *applier) fold(ctx context.Context, q *dbsqlc.Queries, ds []*delivery) (
 // needsTx reports whether fold runs more than one statement for ds: when it has more than one
 // kind of event, a membership event or a delete (see fold). A batch of user or organization
 // upserts alone is one statement.
+// splitLocks separates the shared locks of a batch's membership writes from the exclusive ones
+// of its deletes.
+func splitLocks(l dbsqlc.LockFoldKeysParams) (shared, exclusive dbsqlc.LockFoldKeysParams) {
+	for i, name := range l.Names {
+		if l.Exclusive[i] {
+			exclusive.Names, exclusive.Exclusive = append(exclusive.Names, name), append(exclusive.Exclusive, true)
+		} else {
+			shared.Names, shared.Exclusive = append(shared.Names, name), append(shared.Exclusive, false)
+		}
+	}
+	return shared, exclusive
+}
+
 func needsTx(ds []*delivery) bool {
 	var users, orgs bool
 	for _, d := range ds {
