@@ -7,10 +7,11 @@
 -- the first key 1668049779 ("clks"; the two-key form never meets the one-key locks of goose or
 -- reconcile), so a transaction holds at most 128 of these locks however large its batch (the
 -- shared lock table holds 64 per connection by default); two names in one bucket only wait for
--- each other. It is the transaction's first statement and takes every lock in one go, in bucket
--- order (the strongest mode when a bucket is asked twice), so two batches never wait for each
--- other in a cycle. The statements after it take a fresh snapshot (READ COMMITTED), so they see
--- whatever a conflicting batch committed before the lock was granted.
+-- each other. Each call takes its locks in one go, in bucket order (the strongest mode when a
+-- bucket is asked twice): the shared ones as the transaction's first statement, the exclusive
+-- ones just before the scrub (a cycle between the two is a deadlock Postgres breaks, retried).
+-- The statements after it take a fresh snapshot (READ COMMITTED), so they see whatever a
+-- conflicting batch committed before the lock was granted.
 SELECT CASE WHEN l.exclusive THEN pg_advisory_xact_lock(1668049779, l.bucket)::text
             ELSE pg_advisory_xact_lock_shared(1668049779, l.bucket)::text END
 FROM (SELECT ((hashtextextended(k.name, 0) % 128 + 128) % 128)::int AS bucket, bool_or(k.exclusive) AS exclusive

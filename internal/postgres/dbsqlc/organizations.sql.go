@@ -317,10 +317,11 @@ type LockFoldKeysParams struct {
 // the first key 1668049779 ("clks"; the two-key form never meets the one-key locks of goose or
 // reconcile), so a transaction holds at most 128 of these locks however large its batch (the
 // shared lock table holds 64 per connection by default); two names in one bucket only wait for
-// each other. It is the transaction's first statement and takes every lock in one go, in bucket
-// order (the strongest mode when a bucket is asked twice), so two batches never wait for each
-// other in a cycle. The statements after it take a fresh snapshot (READ COMMITTED), so they see
-// whatever a conflicting batch committed before the lock was granted.
+// each other. Each call takes its locks in one go, in bucket order (the strongest mode when a
+// bucket is asked twice): the shared ones as the transaction's first statement, the exclusive
+// ones just before the scrub (a cycle between the two is a deadlock Postgres breaks, retried).
+// The statements after it take a fresh snapshot (READ COMMITTED), so they see whatever a
+// conflicting batch committed before the lock was granted.
 func (q *Queries) LockFoldKeys(ctx context.Context, arg LockFoldKeysParams) error {
 	_, err := q.db.Exec(ctx, lockFoldKeys, arg.Names, arg.Exclusive)
 	return err
