@@ -122,7 +122,7 @@ func generate(r *rand.Rand, st *State, sent *Sent, now time.Time) ([]byte, error
 	case "":
 		return nil, errors.New("no event type: say which, e.g. user.created")
 	default:
-		return nil, fmt.Errorf("no sample payload for %s: pass one with --file", sent.Type)
+		return nil, fmt.Errorf("no sample payload for %s: pass one with --file (examples/ has Clerk-shaped payloads, e.g. --file examples/session.created.json)", sent.Type)
 	}
 
 	created := now
@@ -162,7 +162,7 @@ func generateOrg(r *rand.Rand, st *State, sent *Sent, role string, now time.Time
 			return nil, fmt.Errorf("no organization to send %s about: pass --org ID, or send organization.created first", sent.Type)
 		}
 	default:
-		return nil, fmt.Errorf("no sample payload for %s: pass one with --file", sent.Type)
+		return nil, fmt.Errorf("no sample payload for %s: pass one with --file (examples/ has Clerk-shaped payloads, e.g. --file examples/session.created.json)", sent.Type)
 	}
 	if st.OrgCreated == nil {
 		st.OrgCreated = map[string]int64{}
